@@ -1,0 +1,61 @@
+r"""Softmax barycenters (self-attention with values equal to the tokens).
+
+.. math::
+
+    m_{\beta, A}(x; X) = \sum_j w_j x_j, \qquad
+    w_j = \frac{\exp(\beta \langle A x, x_j\rangle)}{\sum_l \exp(\beta \langle A x, x_l\rangle)},
+
+self included. This is exactly
+``scaled_dot_product_attention(q = x A^T, k = X, v = X, scale = beta)``, which
+never materialises the ``n x n`` weights on backends with fused kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["barycenters", "usa_barycenters"]
+
+
+def _queries(x: Tensor, beta: float | Tensor, a: Tensor | None) -> Tensor:
+    q = x if a is None else x @ a.transpose(-1, -2)
+    if isinstance(beta, Tensor):
+        b = beta.to(dtype=x.dtype, device=x.device)
+        q = q * b.reshape(b.shape + (1,) * (x.dim() - b.dim()))
+    else:
+        q = q * float(beta)
+    return q
+
+
+def barycenters(x: Tensor, beta: float | Tensor, a: Tensor | None = None) -> Tensor:
+    r"""``m_{beta, A}(x_i; X)`` for every token: shape ``(B, n, d)``.
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+    beta : float or Tensor ``(B,)``
+        Inverse temperature, one per system if a tensor.
+    a : Tensor ``(d, d)``, optional
+        Interaction matrix ``A = K^T Q`` (identity if omitted).
+    """
+    q = _queries(x, beta, a)
+    return F.scaled_dot_product_attention(q, x, x, scale=1.0)
+
+
+def usa_barycenters(
+    x: Tensor, beta: float | Tensor, a: Tensor | None = None, chunk: int = 4096
+) -> Tensor:
+    r"""Unnormalised variant (USA): ``sum_j exp(beta <A x_i, x_j>) x_j / n``.
+
+    Queries are processed in chunks of ``chunk`` so that at most
+    ``chunk x n`` weights exist at once.
+    """
+    q = _queries(x, beta, a)
+    n = x.shape[-2]
+    out = torch.empty_like(x)
+    for s in range(0, n, chunk):
+        w = torch.exp(q[..., s : s + chunk, :] @ x.transpose(-1, -2))
+        out[..., s : s + chunk, :] = (w @ x) / n
+    return out

@@ -1,0 +1,53 @@
+"""What every experiment provides; the runtime drives these pure pieces.
+
+An experiment is a typed ``Config`` (pydantic, unknown keys refused), a
+``plan`` that splits the work into independent *units* (each a JSON-able dict
+with a stable ``id``), a pure seeded ``run_unit`` returning table rows,
+``summarize`` (rows -> tidy table), ``verdict`` (table -> PASS/FAIL with the
+checks behind it) and ``figures`` (table -> matplotlib figures). Nothing here
+touches files, the CLI or an executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["ExperimentConfig", "Experiment", "Progress"]
+
+Progress = Callable[[float], None]
+
+
+class ExperimentConfig(BaseModel):
+    """Base of every experiment's config: strict keys, finite numbers, common fields."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+class Experiment:
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Config: ClassVar[type[ExperimentConfig]]
+    quick: ClassVar[dict[str, Any]] = {}
+
+    def plan(self, cfg: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def unit_cost(self, cfg: Any, unit: dict[str, Any]) -> float:
+        """Relative cost of a unit (for progress bars)."""
+        return 1.0
+
+    def run_unit(self, cfg: Any, unit: dict[str, Any], device: str, progress: Progress | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def summarize(self, cfg: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        return pd.DataFrame(rows)
+
+    def verdict(self, cfg: Any, table: pd.DataFrame) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def figures(self, cfg: Any, table: pd.DataFrame) -> dict[str, Any]:
+        return {}

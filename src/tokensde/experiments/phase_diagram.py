@@ -1,0 +1,312 @@
+r"""``phase-diagram``: two tokens of model A, Monte Carlo against the exact exit law.
+
+For every cell ``(d, beta)``, ``runs`` independent pairs start at overlap
+``rho0`` and follow the limit SDE (projected Itô Euler–Maruyama, kernel noise
+route, step ``dt = step / (d - 1)``). At the horizon a pair is *antipodal* if
+``rho < -1 + eps``, *collapsed* if ``rho > 1 - eps``, *undecided* otherwise.
+The antipodal fraction is compared with ``P(rho_t -> -1 | rho0)`` of
+:mod:`tokensde.theory.value_noise`.
+
+Horizon. Near ``beta_c`` the antipodal boundary is almost neutral and runs
+decide slowly: the log-distance ``log|x_1 + x_2|`` moves like a Brownian
+motion with drift ``lambda_a`` (the antipodal exponent) and variance rate
+``D_-``, whose memory of the start decays on the time scale
+``tau_a = D_- / (2 lambda_a^2)``. Each cell therefore runs to
+``T_cell = clip(horizon_factor * tau_a, T, T_max)``. Cells with
+``horizon_factor * tau_a > T_max`` are *critical*: no affordable horizon
+resolves them; they are reported but not part of the agreement check.
+
+Biases measured, not assumed: the time bias is ``P(T_cell) - P(T_cell/2)`` on
+the same paths; the step-size bias is ``P(dt) - P(2 dt)`` from a coarse run
+driven by the same Brownian path (increments summed pairwise), which for a
+weak-order-1 scheme estimates the bias of the ``dt`` run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field, field_validator
+
+from ..models.value_noise import pair_euler_step
+from ..noise import NoiseStream, derive_seed
+from ..sphere import pair_with_overlap
+from ..stats import bonferroni_z, wilson, z_for
+from ..theory import value_noise as theory_a
+from .base import Experiment, ExperimentConfig, Progress
+
+__all__ = ["PhaseDiagram", "PhaseDiagramConfig", "simulate_pairs"]
+
+DEFAULT_BETAS = [round(0.25 * i, 2) for i in range(17)]
+
+
+class PhaseDiagramConfig(ExperimentConfig):
+    """Configuration of ``phase-diagram`` (every field has a default)."""
+
+    d: list[int] = Field(default=[3, 4, 6, 10, 20], min_length=1, description="dimensions, each in [2, 512]")
+    beta: list[float] = Field(default=DEFAULT_BETAS, min_length=1, description="inverse temperatures, each in [0, 50]")
+    rho0: float = Field(default=0.0, gt=-1.0, lt=1.0, description="initial overlap, in (-1, 1)")
+    runs: int = Field(default=2000, ge=10, le=10_000_000, description="pairs per cell, in [10, 1e7]")
+    T: float = Field(default=25.0, gt=0.0, le=1e5, description="minimal horizon, in (0, 1e5]")
+    T_max: float = Field(default=150.0, gt=0.0, le=1e5, description="maximal horizon, in (0, 1e5], >= T")
+    horizon_factor: float = Field(default=8.0, ge=0.0, le=1e3, description="horizon in units of tau_a, in [0, 1000]")
+    step: float = Field(default=0.05, gt=0.0, le=0.5, description="time step times (d - 1), in (0, 0.5]")
+    eps: float = Field(default=1e-2, gt=0.0, lt=0.5, description="classification threshold, in (0, 0.5)")
+    level: float = Field(default=0.99, gt=0.5, lt=1.0, description="family-wise confidence level, in (0.5, 1)")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="base seed, in [0, 2^63)")
+    dtype: Literal["float32", "float64"] = Field(default="float32", description="float32 or float64")
+
+    @field_validator("d")
+    @classmethod
+    def _d_range(cls, v: list[int]) -> list[int]:
+        for x in v:
+            if not 2 <= x <= 512:
+                raise ValueError(f"each d must be in [2, 512], got {x}")
+        return sorted(set(v))
+
+    @field_validator("beta")
+    @classmethod
+    def _beta_range(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if not 0.0 <= x <= 50.0:
+                raise ValueError(f"each beta must be in [0, 50], got {x}")
+        return sorted(set(v))
+
+    @field_validator("T_max")
+    @classmethod
+    def _tmax(cls, v: float, info: Any) -> float:
+        t = info.data.get("T")
+        if t is not None and v < t:
+            raise ValueError(f"T_max must be >= T = {t}, got {v}")
+        return v
+
+
+def relaxation_time(d: int, beta: float) -> float:
+    """``tau_a = D_- / (2 lambda_a^2)`` of the antipodal boundary (``inf`` at ``beta_c``)."""
+    m = theory_a.two_point_motion(d, beta)
+    lam = m.exponent_antipodal
+    return math.inf if lam == 0.0 else m.lower.D / (2.0 * lam * lam)
+
+
+def cell_dt(cfg: PhaseDiagramConfig, d: int) -> float:
+    """``dt = step / (d - 1)``: a token's squared displacement per step is ``~ (d - 1) dt``."""
+    return cfg.step / max(d - 1, 1)
+
+
+def cell_steps(cfg: PhaseDiagramConfig, d: int, beta: float) -> tuple[int, bool, float]:
+    """``(steps, critical, tau_a)``: an even number of steps covering ``T_cell``.
+
+    Critical cells (``horizon_factor * tau_a > T_max``) run to ``T`` only: no
+    affordable horizon would resolve them.
+    """
+    tau = relaxation_time(d, beta)
+    want = cfg.horizon_factor * tau
+    critical = bool(want > cfg.T_max)
+    horizon = cfg.T if critical else min(max(want, cfg.T), cfg.T_max)
+    steps = 2 * math.ceil(horizon / (2.0 * cell_dt(cfg, d)))
+    return steps, critical, tau
+
+
+def simulate_pairs(
+    d: int,
+    betas: list[float],
+    steps: list[int],
+    runs: int,
+    rho0: float,
+    dt: float,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> dict[str, np.ndarray]:
+    """Final overlaps of ``runs`` pairs per ``beta``, at ``steps`` and ``steps/2``, and of the coupled ``2 dt`` run.
+
+    Cells are ordered by decreasing horizon so that the systems still running
+    form a prefix of the batch; each cell's noise and initial pairs depend only
+    on ``(seed, d, beta)``. Returns arrays of shape ``(len(betas), runs)``:
+    ``rho`` (at ``steps``), ``rho_half`` (at ``steps/2``), ``rho_coarse`` (the
+    ``2 dt`` run at the same horizon).
+    """
+    if any(s % 2 for s in steps):
+        raise ValueError("steps must be even (the coarse run takes pairs of steps)")
+    order = sorted(range(len(betas)), key=lambda i: -steps[i])
+    x0 = []
+    for i in order:
+        g = torch.Generator().manual_seed(derive_seed(seed, "phase-diagram", "x0", d, betas[i], rho0))
+        x0.append(pair_with_overlap(runs, d, rho0, g, torch.float64).to(dtype))
+    x = torch.cat(x0).to(device)
+    xc = x.clone()
+    beta = torch.tensor([betas[i] for i in order], dtype=dtype, device=device).repeat_interleave(runs).unsqueeze(1)
+    stream = NoiseStream.for_cells(
+        seed, [(("phase-diagram", d, betas[i], rho0), runs) for i in order], (2, d), dtype, device
+    )
+    ends: dict[int, list[int]] = {}
+    halves: dict[int, list[int]] = {}
+    for pos, i in enumerate(order):
+        ends.setdefault(steps[i], []).append(pos)
+        halves.setdefault(steps[i] // 2, []).append(pos)
+    out = {k: np.empty((len(betas), runs)) for k in ("rho", "rho_half", "rho_coarse")}
+
+    def overlap(z: torch.Tensor, pos: int) -> np.ndarray:
+        zz = z[pos * runs : (pos + 1) * runs]
+        return (zz[:, 0] * zz[:, 1]).sum(-1).double().cpu().numpy()
+
+    active = len(order) * runs
+    xi_prev = None
+    sq2 = 1.0 / math.sqrt(2.0)
+    for k in range(max(steps)):
+        xi = stream.next(active)
+        x[:active] = pair_euler_step(x[:active], xi, beta[:active], dt, 1.0)
+        if k % 2:
+            xc[:active] = pair_euler_step(xc[:active], (xi_prev + xi) * sq2, beta[:active], 2.0 * dt, 1.0)
+        else:
+            xi_prev = xi.clone()
+        done = k + 1
+        for pos in halves.get(done, []):
+            out["rho_half"][order[pos]] = overlap(x, pos)
+        for pos in ends.get(done, []):
+            out["rho"][order[pos]] = overlap(x, pos)
+            out["rho_coarse"][order[pos]] = overlap(xc, pos)
+        if done in ends:
+            active = sum(runs for i in order if steps[i] > done)
+        if progress is not None:
+            progress(active)
+        if active == 0:
+            break
+    return out
+
+
+class PhaseDiagram(Experiment):
+    name = "phase-diagram"
+    summary = "Model A, two tokens: Monte-Carlo P(antipodal) over (d, beta) against the exact exit law"
+    Config = PhaseDiagramConfig
+    quick = {"d": [4, 10], "beta": [0.0, 1.0, 2.0, 3.0, 4.0], "runs": 500, "T": 20.0, "T_max": 60.0, "step": 0.1}
+
+    def plan(self, cfg: PhaseDiagramConfig) -> list[dict[str, Any]]:
+        return [{"id": f"d={d}", "d": d} for d in cfg.d]
+
+    def unit_cost(self, cfg: PhaseDiagramConfig, unit: dict[str, Any]) -> float:
+        return float(sum(cell_steps(cfg, unit["d"], b)[0] for b in cfg.beta) * cfg.runs)
+
+    def run_unit(
+        self, cfg: PhaseDiagramConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
+    ) -> list[dict[str, Any]]:
+        d = unit["d"]
+        info = [cell_steps(cfg, d, b) for b in cfg.beta]
+        steps = [s for s, _, _ in info]
+        dtype = getattr(torch, cfg.dtype)
+        tick = None if progress is None else (lambda active: progress(float(active)))
+        dt = cell_dt(cfg, d)
+        sim = simulate_pairs(d, cfg.beta, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick)
+        lo, hi = -1.0 + cfg.eps, 1.0 - cfg.eps
+        rows = []
+        for i, beta in enumerate(cfg.beta):
+            rho, half, coarse = sim["rho"][i], sim["rho_half"][i], sim["rho_coarse"][i]
+            m = theory_a.two_point_motion(d, beta)
+            rows.append(
+                {
+                    "d": d,
+                    "beta": beta,
+                    "rho0": cfg.rho0,
+                    "runs": cfg.runs,
+                    "n_antipodal": int((rho < lo).sum()),
+                    "n_collapsed": int((rho > hi).sum()),
+                    "n_undecided": int(((rho >= lo) & (rho <= hi)).sum()),
+                    "n_antipodal_half": int((half < lo).sum()),
+                    "n_antipodal_coarse": int((coarse < lo).sum()),
+                    "n_undecided_coarse": int(((coarse >= lo) & (coarse <= hi)).sum()),
+                    "T_cell": steps[i] * dt,
+                    "dt": dt,
+                    "steps": steps[i],
+                    "critical": info[i][1],
+                    "tau_antipodal": info[i][2],
+                    "p_antipodal_theory": m.p_antipodal(cfg.rho0),
+                    "beta_c": theory_a.beta_c(d),
+                    "exponent_antipodal": m.exponent_antipodal,
+                    "exponent_collapse": m.exponent_collapse,
+                }
+            )
+        return rows
+
+    def summarize(self, cfg: PhaseDiagramConfig, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        t = pd.DataFrame(rows).sort_values(["d", "beta"]).reset_index(drop=True)
+        n = t["runs"].to_numpy()
+        t["p_antipodal_mc"] = t["n_antipodal"] / n
+        t["undecided"] = t["n_undecided"] / n
+        z = z_for(cfg.level)
+        t["ci_low"], t["ci_high"] = wilson(t["n_antipodal"], n, z)
+        checked = ~t["critical"]
+        zf = bonferroni_z(cfg.level, int(checked.sum()))
+        # family-wise band; undecided runs may still end antipodal, so they widen the upper side
+        t["band_low"], _ = wilson(t["n_antipodal"], n, zf)
+        _, t["band_high"] = wilson(t["n_antipodal"] + t["n_undecided"], n, zf)
+        t["agrees"] = (t["p_antipodal_theory"] >= t["band_low"]) & (t["p_antipodal_theory"] <= t["band_high"])
+        t["time_bias"] = (t["n_antipodal"] - t["n_antipodal_half"]) / n
+        t["step_bias"] = (t["n_antipodal"] - t["n_antipodal_coarse"]) / n
+        t["half_width"] = (t["ci_high"] - t["ci_low"]) / 2.0
+        return t
+
+    def verdict(self, cfg: PhaseDiagramConfig, table: pd.DataFrame) -> dict[str, Any]:
+        checked = table[~table["critical"]]
+        crit = table[table["critical"]]
+        bad = checked[~checked["agrees"]]
+        checks = [
+            {
+                "name": "theory inside the family-wise Wilson band of every non-critical cell",
+                "passed": bool(bad.empty) and not checked.empty,
+                "detail": f"{len(checked) - len(bad)}/{len(checked)} cells agree at family-wise level {cfg.level}"
+                + ("" if bad.empty else "; disagree: " + ", ".join(f"(d={r.d}, beta={r.beta}: mc={r.p_antipodal_mc:.4f}, theory={r.p_antipodal_theory:.4f})" for r in bad.itertuples())),
+            },
+            {
+                "name": "undecided fraction small",
+                "passed": bool((checked["undecided"] <= 0.01).all()),
+                "detail": f"max undecided over checked cells = {checked['undecided'].max():.4f} (limit 0.01)",
+            },
+            {
+                "name": "step-size bias within the statistical error",
+                "passed": bool((checked["step_bias"].abs() <= checked["half_width"]).all()),
+                "detail": f"max |P(dt) - P(2dt)| = {checked['step_bias'].abs().max():.4f}; "
+                f"smallest 99% half-width = {checked['half_width'].min():.4f}",
+            },
+            {
+                "name": "time bias within the statistical error",
+                "passed": bool((checked["time_bias"].abs() <= checked["half_width"]).all()),
+                "detail": f"max |P(T) - P(T/2)| = {checked['time_bias'].abs().max():.4f}",
+            },
+            {
+                "name": "critical cells are few and next to beta_c",
+                "passed": bool(len(crit) <= max(1, len(table) // 10)),
+                "detail": f"{len(crit)} of {len(table)} cells critical"
+                + ("" if crit.empty else ": " + ", ".join(f"(d={r.d}, beta={r.beta}, beta_c={r.beta_c:.3f}, tau_a={r.tau_antipodal:.0f})" for r in crit.itertuples())),
+            },
+        ]
+        return {"verdict": "PASS" if all(c["passed"] for c in checks) else "FAIL", "checks": checks}
+
+    def figures(self, cfg: PhaseDiagramConfig, table: pd.DataFrame) -> dict[str, Any]:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7.0, 4.5))
+        colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(cfg.d)))
+        grid = np.linspace(0.0, max(cfg.beta), 161)
+        for color, d in zip(colors, cfg.d, strict=True):
+            curve = [theory_a.p_antipodal(d, b, cfg.rho0) for b in grid]
+            ax.plot(grid, curve, color=color, lw=1.5, label=f"d = {d}")
+            sub = table[table["d"] == d]
+            err = np.vstack([sub["p_antipodal_mc"] - sub["ci_low"], sub["ci_high"] - sub["p_antipodal_mc"]])
+            ok = ~sub["critical"].to_numpy()
+            ax.errorbar(sub["beta"][ok], sub["p_antipodal_mc"][ok], yerr=err[:, ok], fmt="o", ms=3.5, color=color, capsize=2)
+            if (~ok).any():
+                ax.errorbar(sub["beta"][~ok], sub["p_antipodal_mc"][~ok], yerr=err[:, ~ok], fmt="x", ms=5, color=color, capsize=2)
+            ax.axvline(theory_a.beta_c(d), color=color, ls="--", lw=0.8)
+        ax.set_xlabel(r"$\beta$")
+        ax.set_ylabel(r"$P(\rho_t \to -1)$")
+        ax.set_title(rf"Model A, two tokens, $\rho_0 = {cfg.rho0}$: Monte Carlo (99% Wilson) vs exit law; dashed: $\beta_c(d)$")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=8, loc="upper left")
+        ax.set_ylim(-0.01, None)
+        fig.tight_layout()
+        return {"phase_diagram": fig}

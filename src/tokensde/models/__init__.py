@@ -1,0 +1,5 @@
+"""Paper models, each as a discrete random stack and as its limit SDE."""
+
+from .value_noise import ValueNoise
+
+__all__ = ["ValueNoise"]

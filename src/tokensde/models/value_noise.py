@@ -1,0 +1,184 @@
+r"""Model A: random value matrices (Fedorov et al.), as a stack and as its limit.
+
+Discrete stack, layer ``k`` with step ``h``:
+
+.. math::
+
+    a_i = m_{\beta,A}(x_i; X), \quad
+    x_i^{k+1} = N\big(x_i + h \bar V a_i + \sigma \sqrt{h} Z_k a_i\big),
+
+``Z_k`` a ``d x d`` matrix of i.i.d. mean-0 variance-1 entries shared by the
+system's tokens. Limit (Itô), the form (*) with drift ``b_i = Vbar a_i`` and
+kernel ``C_ij = sigma^2 <a_i, a_j>``:
+
+.. math::
+
+    dx_i = P_{x_i}\bar V a_i\,dt + \sigma P_{x_i} dW_t a_i - \tfrac{\sigma^2 (d-1)}{2} |a_i|^2 x_i\,dt.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..attention import barycenters, usa_barycenters
+from ..noise import entry_law, gram_factor, kernel_increment, matrix_increment
+from ..sphere import normalize
+
+__all__ = ["ValueNoise", "pair_euler_step"]
+
+
+def pair_euler_step(x: Tensor, xi: Tensor, beta: Tensor, dt: float, sigma2: float) -> Tensor:
+    r"""One projected Euler–Maruyama step for two tokens, kernel route, in fused form.
+
+    The same step as :class:`~tokensde.solvers.EulerMaruyama` with
+    :class:`ValueNoise` (``A = I``, ``Vbar = 0``, softmax), written with the
+    closed forms ``a_1 = p x_1 + q x_2``, ``c_0 = p^2 + q^2 + 2 p q rho``,
+    ``c_1 = 2 p q + (p^2 + q^2) rho`` and the ``2 x 2`` Cholesky factor
+    ``[[sqrt(c_0), 0], [c_1/sqrt(c_0), sqrt(c_0 - c_1^2/c_0)]]`` of the kernel.
+    ``1 -+ rho`` are taken from ``|x_1 -+ x_2|^2 / 2`` and the Schur complement
+    from its factored form ``(p-q)^2 (1-rho^2) / c_0``, so that the noise stays
+    accurate in float32 arbitrarily close to collapse and to antipodality.
+    ``x``, ``xi``: ``(B, 2, d)``; ``beta``: ``(B, 1)``.
+    """
+    x1, x2 = x[:, 0], x[:, 1]
+    # 1 + rho and 1 - rho from the chordal distances: accurate near both boundaries
+    s_plus = 0.5 * ((x1 + x2) ** 2).sum(-1, keepdim=True)
+    s_minus = 0.5 * ((x1 - x2) ** 2).sum(-1, keepdim=True)
+    # self-weight p = sigmoid(beta (1 - rho)); p - q = tanh(beta (1 - rho) / 2) keeps its relative accuracy
+    t = torch.tanh((0.5 * beta) * s_minus)
+    t2 = t * t
+    c0 = t2 + (0.5 * (1.0 - t2)) * s_plus  # (p-q)^2 + 2pq (1 + rho)
+    c1 = (0.5 * (1.0 + t2)) * s_plus - t2  # (p^2+q^2)(1 + rho) - (p-q)^2
+    l11 = c0.sqrt().clamp_min(torch.finfo(x.dtype).tiny)
+    l21 = c1 / l11
+    # Schur complement c0 - c1^2/c0 = (p - q)^2 (1 + rho)(1 - rho) / c0, without cancellation
+    l22 = t.abs() * (s_plus * s_minus).sqrt() / l11
+    sq = math.sqrt(dt * sigma2)
+    m1 = (sq * l11) * xi[:, 0]
+    m2 = (sq * l21) * xi[:, 0] + (sq * l22) * xi[:, 1]
+    m1 = m1 - (m1 * x1).sum(-1, keepdim=True) * x1
+    m2 = m2 - (m2 * x2).sum(-1, keepdim=True) * x2
+    shrink = 1.0 - (0.5 * (x.shape[-1] - 1) * dt * sigma2) * c0
+    y = torch.stack([x1 * shrink + m1, x2 * shrink + m2], 1)
+    return y / torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+
+ROUTES = ("auto", "matrix", "kernel")
+LAWS = ("gaussian", "rademacher", "uniform")
+
+
+@dataclass
+class ValueNoise:
+    """Model A. ``beta`` may be a float or a tensor ``(B,)`` (one value per system).
+
+    Parameters
+    ----------
+    beta : float or Tensor
+        Inverse temperature.
+    sigma : float
+        Noise scale (``0`` suppresses the noise).
+    vbar : Tensor ``(d, d)``, optional
+        Mean value matrix (``0`` if omitted; the identity gives the attention flow).
+    a : Tensor ``(d, d)``, optional
+        Interaction matrix ``A`` (identity if omitted).
+    law : str
+        Entry law of the layer matrices: ``gaussian``, ``rademacher``, ``uniform``.
+    route : str
+        How the limit's noise is drawn: ``matrix`` (``d^2`` normals per system),
+        ``kernel`` (``n d`` normals and an ``n x n`` factor), or ``auto``: the
+        kernel route when ``n < d``.
+    attention : str
+        ``softmax`` or ``usa`` (unnormalised).
+    """
+
+    beta: float | Tensor = 1.0
+    sigma: float = 1.0
+    vbar: Tensor | None = None
+    a: Tensor | None = None
+    law: str = "gaussian"
+    route: str = "auto"
+    attention: str = "softmax"
+
+    def __post_init__(self) -> None:
+        if self.route not in ROUTES:
+            raise ValueError(f"route must be one of {ROUTES}, got {self.route!r}")
+        if self.law not in LAWS:
+            raise ValueError(f"law must be one of {LAWS}, got {self.law!r}")
+        if self.attention not in ("softmax", "usa"):
+            raise ValueError(f"attention must be softmax or usa, got {self.attention!r}")
+
+    # ----------------------------------------------------------------- shared pieces
+    def barycenters(self, x: Tensor) -> Tensor:
+        """``a_i = m_{beta, A}(x_i; X)``, shape ``(B, n, d)``."""
+        if self.attention == "usa":
+            return usa_barycenters(x, self.beta, self.a)
+        if x.shape[-2] == 2 and self.a is None:
+            # two tokens: the softmax of two scores in closed form (same numbers as SDPA up to rounding)
+            rho = (x[..., 0, :] * x[..., 1, :]).sum(-1, keepdim=True)
+            beta = self.beta if not isinstance(self.beta, Tensor) else self.beta.to(x).reshape(-1, 1)
+            p = torch.sigmoid(beta * (1.0 - rho))
+            q = 1.0 - p
+            return torch.stack([p * x[..., 0, :] + q * x[..., 1, :], q * x[..., 0, :] + p * x[..., 1, :]], -2)
+        return barycenters(x, self.beta, self.a)
+
+    def fused_pair(self, x: Tensor) -> bool:
+        """Whether :func:`pair_euler_step` applies (two tokens, kernel route, ``A = I``, ``Vbar = 0``)."""
+        n, d = x.shape[-2:]
+        return (
+            n == 2
+            and self.a is None
+            and self.vbar is None
+            and self.attention == "softmax"
+            and self.route_for(n, d) == "kernel"
+        )
+
+    def route_for(self, n: int, d: int) -> str:
+        """The noise route used for ``n`` tokens in dimension ``d``."""
+        if self.route != "auto":
+            return self.route
+        return "kernel" if n < d else "matrix"
+
+    def noise_shape(self, n: int, d: int, discrete: bool = False) -> tuple[int, int]:
+        """Normals per system per step: ``(d, d)`` (matrix route, and the stack) or ``(n, d)``."""
+        return (d, d) if discrete or self.route_for(n, d) == "matrix" else (n, d)
+
+    # ----------------------------------------------------------------- limit face
+    def drift(self, x: Tensor, a: Tensor) -> Tensor | None:
+        """``b_i = Vbar a_i`` (ambient; the solver projects), or ``None`` when ``Vbar = 0``."""
+        return None if self.vbar is None else a @ self.vbar.to(a).transpose(-1, -2)
+
+    def kernel_diag(self, a: Tensor) -> Tensor:
+        """``C_ii = sigma^2 |a_i|^2``, shape ``(B, n)``."""
+        return self.sigma**2 * (a * a).sum(-1)
+
+    def kernel(self, x: Tensor) -> Tensor:
+        """``C_ij = sigma^2 <a_i, a_j>``, shape ``(B, n, n)``."""
+        a = self.barycenters(x)
+        return self.sigma**2 * (a @ a.transpose(-1, -2))
+
+    def noise(self, x: Tensor, a: Tensor, xi: Tensor) -> Tensor:
+        """Unit-time noise ``dM / sqrt(dt)`` from standard normals ``xi``."""
+        if xi.shape[-2:] == (x.shape[-1], x.shape[-1]) and self.route_for(x.shape[-2], x.shape[-1]) == "matrix":
+            out = matrix_increment(a, xi)
+        else:
+            out = kernel_increment(gram_factor(a), xi)
+        return out if self.sigma == 1.0 else self.sigma * out
+
+    def coefficients(self, x: Tensor, xi: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        """``(b, C_ii, dM/sqrt(dt))`` at ``x`` for the normals ``xi``."""
+        a = self.barycenters(x)
+        return self.drift(x, a), self.kernel_diag(a), self.noise(x, a, xi)
+
+    # ----------------------------------------------------------------- discrete face
+    def layer(self, x: Tensor, xi: Tensor, h: float) -> Tensor:
+        r"""One random layer ``N(x + h Vbar a + sigma sqrt(h) Z a)``, ``Z = law(xi)`` of shape ``(B, d, d)``."""
+        a = self.barycenters(x)
+        z = entry_law(xi, self.law)
+        y = x + (self.sigma * math.sqrt(h)) * (a @ z.transpose(-1, -2))
+        b = self.drift(x, a)
+        if b is not None:
+            y = y + h * b
+        return normalize(y)

@@ -1,0 +1,215 @@
+r"""Common noise: reproducible Gaussian streams and the exact factorisations.
+
+The noise of equation (*) is a centred Gaussian martingale ``M`` shared by the
+tokens of a system, ``E[dM_i dM_j^T] = C_ij I_d dt``. Two exact ways to draw one
+increment:
+
+* **matrix**: ``dM_i = dW a_i`` with ``dW`` a ``d x d`` matrix of independent
+  ``N(0, dt)`` entries (``d^2`` normals; this is what the random layers do);
+* **kernel**: ``dM = F xi sqrt(dt)`` with ``F F^T = C`` (``n x n``) and ``xi`` an
+  ``n x d`` matrix of standard normals (``n d`` normals).
+
+Both give, for every coordinate ``k``, ``(dM_1^k, ..., dM_n^k) ~ N(0, C dt)``
+independently over ``k``, so they agree in law.
+
+Reproducibility: a :class:`NoiseStream` gives every block of ``block``
+consecutive systems its own generator, seeded from ``(seed, key, block index)``
+through :class:`numpy.random.SeedSequence`, and draws ``slab`` steps at a time.
+The numbers a system receives therefore do not depend on how the systems are
+split into chunks (as long as chunks are unions of blocks), nor on other cells.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "derive_seed",
+    "NoiseStream",
+    "gram_factor",
+    "kernel_factor",
+    "matrix_increment",
+    "kernel_increment",
+    "entry_law",
+]
+
+BLOCK = 256
+SLAB = 16
+
+
+def derive_seed(seed: int, *key: object) -> int:
+    """A 63-bit seed derived from ``seed`` and a key (strings, numbers), stable across runs."""
+    digest = hashlib.sha256(repr(tuple(key)).encode()).digest()
+    words = [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
+    ss = np.random.SeedSequence(entropy=int(seed), spawn_key=tuple(words))
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class NoiseStream:
+    """Standard normals of shape ``(B, *shape)`` per step for systems ``start..stop``.
+
+    Parameters
+    ----------
+    seed : int
+        Base seed.
+    key : tuple
+        Identifies the stream (e.g. the cell); different keys, independent streams.
+    total : int
+        Number of systems in the whole stream (defines the blocks).
+    shape : tuple of int
+        Shape of one system's draw per step.
+    start, stop : int
+        The systems this instance serves; must be block-aligned (``stop`` may equal ``total``).
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        key: tuple[object, ...],
+        total: int,
+        shape: tuple[int, ...],
+        start: int = 0,
+        stop: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        block: int = BLOCK,
+        slab: int = SLAB,
+    ) -> None:
+        stop = total if stop is None else stop
+        if start % block or (stop % block and stop != total) or not 0 <= start < stop <= total:
+            raise ValueError(f"chunk [{start}, {stop}) is not aligned to blocks of {block}")
+        self._setup([(key, total, start, stop)], seed, shape, dtype, device, block, slab)
+
+    @classmethod
+    def for_cells(
+        cls,
+        seed: int,
+        cells: list[tuple[tuple[object, ...], int]],
+        shape: tuple[int, ...],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        block: int = BLOCK,
+        slab: int = SLAB,
+    ) -> NoiseStream:
+        """One stream serving several cells, concatenated in order: ``cells = [(key, runs), ...]``.
+
+        Each cell's systems get exactly the numbers a single-cell stream with that key would give.
+        """
+        self = cls.__new__(cls)
+        self._setup([(key, runs, 0, runs) for key, runs in cells], seed, shape, dtype, device, block, slab)
+        return self
+
+    def _setup(
+        self,
+        segments: list[tuple[tuple[object, ...], int, int, int]],
+        seed: int,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device | str,
+        block: int,
+        slab: int,
+    ) -> None:
+        self.shape = tuple(shape)
+        self.dtype, self.device = dtype, torch.device(device)
+        self.slab = slab
+        self.blocks: list[tuple[int, int, torch.Generator]] = []
+        offset = 0
+        for key, total, start, stop in segments:
+            for b0 in range(start, stop, block):
+                g = torch.Generator(device=self.device)
+                g.manual_seed(derive_seed(seed, *key, b0 // block))
+                self.blocks.append((offset + b0 - start, offset + min(b0 + block, stop) - start, g))
+            offset += stop - start
+        self.size = offset
+        self._buf = torch.empty((slab, self.size, *self.shape), dtype=dtype, device=self.device)
+        self._k = slab
+        self._active = self.size
+
+    def _refill(self) -> None:
+        for lo, hi, g in self.blocks:
+            if lo >= self._active:
+                continue  # finished systems: their later numbers are never used
+            draw = torch.randn((hi - lo, self.slab, *self.shape), generator=g, dtype=self.dtype, device=self.device)
+            self._buf[:, lo:hi] = draw.transpose(0, 1)
+        self._k = 0
+
+    def next(self, active: int | None = None) -> Tensor:
+        """The next step's normals, ``(B, *shape)`` (a view, valid until the next slab is drawn).
+
+        ``active``: only the first ``active`` systems are still needed (it may only decrease);
+        blocks past it are no longer drawn, which leaves the others' numbers unchanged.
+        """
+        if active is not None:
+            self._active = min(self._active, active)
+        if self._k == self.slab:
+            self._refill()
+        out = self._buf[self._k, : self._active]
+        self._k += 1
+        return out
+
+
+def entry_law(xi: Tensor, law: str) -> Tensor:
+    """Map standard normals to mean-0, variance-1 entries of the given law.
+
+    ``gaussian``: identity; ``rademacher``: ``sign(xi)``; ``uniform``:
+    ``sqrt(3) (2 Phi(xi) - 1)``, uniform on ``[-sqrt 3, sqrt 3]``.
+    """
+    if law == "gaussian":
+        return xi
+    if law == "rademacher":
+        return torch.where(xi >= 0, 1.0, -1.0).to(xi.dtype)
+    if law == "uniform":
+        return math.sqrt(3.0) * torch.erf(xi / math.sqrt(2.0))
+    raise ValueError(f"law must be one of gaussian, rademacher, uniform; got {law!r}")
+
+
+def gram_factor(a: Tensor) -> Tensor:
+    r"""An exact factor ``F`` (``n x n``, ``n <= d``) of the Gram matrix: ``F F^T = a a^T``.
+
+    ``a`` has shape ``(B, n, d)``. For ``n = 2`` the closed-form Cholesky factor
+    (rank deficiency handled by clamping the Schur complement at 0); otherwise
+    ``F = R^T`` from the QR decomposition ``a^T = Q R``, valid also when ``a``
+    is rank deficient.
+    """
+    n = a.shape[-2]
+    if n == 2:
+        a1, a2 = a[..., 0, :], a[..., 1, :]
+        c11 = (a1 * a1).sum(-1)
+        c12 = (a1 * a2).sum(-1)
+        c22 = (a2 * a2).sum(-1)
+        l11 = c11.sqrt()
+        l21 = torch.where(l11 > 0, c12 / l11.clamp_min(torch.finfo(a.dtype).tiny), 0.0)
+        schur = c22 - l21 * l21
+        # below eps^2 c22 the Schur complement is rounding noise; zeroing it also keeps
+        # subnormal numbers (very slow on x86) out of the square root
+        tol = torch.finfo(a.dtype).eps ** 2
+        l22 = torch.where(schur > tol * c22, schur, 0.0).sqrt()
+        zero = torch.zeros_like(l11)
+        return torch.stack([torch.stack([l11, zero], -1), torch.stack([l21, l22], -1)], -2)
+    r = torch.linalg.qr(a.transpose(-1, -2), mode="r").R
+    return r.transpose(-1, -2)
+
+
+def kernel_factor(c: Tensor) -> Tensor:
+    r"""An exact factor ``F F^T = C`` of a symmetric positive semi-definite kernel matrix.
+
+    Uses the eigendecomposition ``C = U diag(lambda) U^T``, ``F = U diag(sqrt(max(lambda, 0)))``,
+    so singular kernels (equal tokens) are handled exactly.
+    """
+    evals, evecs = torch.linalg.eigh(c)
+    return evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)
+
+
+def matrix_increment(a: Tensor, xi: Tensor) -> Tensor:
+    r"""``dM_i = xi a_i`` for a ``(B, d, d)`` matrix ``xi``: returns ``a xi^T``, shape ``(B, n, d)``."""
+    return a @ xi.transpose(-1, -2)
+
+
+def kernel_increment(factor: Tensor, xi: Tensor) -> Tensor:
+    r"""``dM = F xi`` for ``F`` ``(B, n, n)`` and ``xi`` ``(B, n, d)``."""
+    return factor @ xi

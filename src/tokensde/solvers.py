@@ -1,0 +1,162 @@
+r"""Integrators on the product of spheres for equation (*).
+
+A model supplies, at a state ``X`` and standard normals ``xi``, the drift ``b``
+(ambient, or ``None``), the diagonal ``C_ii`` of its noise kernel and the unit
+noise ``dM / sqrt(dt)`` (:meth:`coefficients`), and for its discrete stack one
+random layer (:meth:`layer`). Solvers declare their orders as diffrax and
+torchsde do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from .noise import BLOCK, NoiseStream
+from .sphere import normalize, tangent_project
+
+__all__ = ["SphereModel", "EulerMaruyama", "Stack", "SOLVERS", "simulate", "SimResult"]
+
+
+class SphereModel(Protocol):
+    def coefficients(self, x: Tensor, xi: Tensor) -> tuple[Tensor | None, Tensor, Tensor]: ...
+
+    def noise_shape(self, n: int, d: int, discrete: bool = False) -> tuple[int, ...]: ...
+
+    def layer(self, x: Tensor, xi: Tensor, h: float) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class EulerMaruyama:
+    r"""Projected Itô Euler–Maruyama for (*).
+
+    .. math::
+
+        x_i' = N\Big(x_i + \big(P_{x_i} b_i - \tfrac{d-1}{2} C_{ii} x_i\big)\,\Delta t
+               + P_{x_i} \Delta M_i\Big).
+
+    Strong order 1/2 (the noise is multiplicative and non-commutative), weak order 1.
+    """
+
+    name: str = "euler"
+    strong_order: float = 0.5
+    weak_order: float = 1.0
+    discrete: bool = False
+
+    def step(self, model: SphereModel, x: Tensor, xi: Tensor, dt: float) -> Tensor:
+        b, cdiag, m = model.coefficients(x, xi)
+        incr = math.sqrt(dt) * m
+        if b is not None:
+            incr = incr + dt * b
+        incr = tangent_project(x, incr)
+        shrink = 1.0 - (0.5 * (x.shape[-1] - 1) * dt) * cdiag.unsqueeze(-1)
+        return normalize(x * shrink + incr)
+
+
+@dataclass(frozen=True)
+class Stack:
+    r"""The discrete random stack itself: one layer of step ``h = dt`` per step.
+
+    With Gaussian entries, ``sqrt(h) Z_k`` are the Brownian increments of the
+    limit, so a stack and an :class:`EulerMaruyama` run driven by the same
+    normals are coupled; the stack converges to the limit weakly at rate ``h``.
+    """
+
+    name: str = "stack"
+    strong_order: float = 0.5
+    weak_order: float = 1.0
+    discrete: bool = True
+
+    def step(self, model: SphereModel, x: Tensor, xi: Tensor, dt: float) -> Tensor:
+        return model.layer(x, xi, dt)
+
+
+SOLVERS: dict[str, EulerMaruyama | Stack] = {"euler": EulerMaruyama(), "stack": Stack()}
+
+
+@dataclass
+class SimResult:
+    """Final states ``x`` ``(B, n, d)`` and, if recorded, ``traj`` ``(K, B, n, d)`` at ``times``."""
+
+    x: Tensor
+    times: list[float] = field(default_factory=list)
+    traj: Tensor | None = None
+
+
+def simulate(
+    model: SphereModel,
+    x0: Tensor,
+    dt: float,
+    steps: int,
+    seed: int,
+    key: tuple[object, ...] = (),
+    solver: str = "euler",
+    record_every: int = 0,
+    chunk: int | None = None,
+    on_step: Callable[[int], None] | None = None,
+    compile: bool = False,
+) -> SimResult:
+    """Integrate ``steps`` steps from ``x0`` ``(B, n, d)`` with reproducible common noise.
+
+    Systems are processed in chunks of ``chunk`` systems (a multiple of the
+    noise block, 256); each system's noise depends only on ``(seed, key,
+    its index)``, so the result does not depend on ``chunk``.
+    ``on_step(k)`` is called after every step of every chunk (progress bars).
+    Two-token model-A systems use the fused step :func:`pair_euler_step`;
+    ``compile=True`` passes it through :func:`torch.compile` (worth it for long
+    runs: compiling takes seconds, a step then costs a fraction).
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
+    scheme = SOLVERS[solver]
+    bsz, n, d = x0.shape
+    chunk = bsz if chunk is None else max(BLOCK, (chunk // BLOCK) * BLOCK)
+    shape = model.noise_shape(n, d, discrete=scheme.discrete)
+    outs, trajs = [], []
+    times = [k * dt for k in range(0, steps + 1, record_every)] if record_every else []
+    for start in range(0, bsz, chunk):
+        stop = min(start + chunk, bsz)
+        stream = NoiseStream(seed, key, bsz, shape, start, stop, x0.dtype, x0.device)
+        x = x0[start:stop]
+        rec = [x.clone()] if record_every else []
+        sub = _restrict(model, start, stop, bsz)
+        step = _fused_step(sub, x, compile) if scheme.name == "euler" else None
+        for k in range(steps):
+            xi = stream.next()
+            x = scheme.step(sub, x, xi, dt) if step is None else step(x, xi, dt)
+            if record_every and (k + 1) % record_every == 0:
+                rec.append(x.clone())
+            if on_step is not None:
+                on_step(k)
+        outs.append(x)
+        if record_every:
+            trajs.append(torch.stack(rec))
+    traj = torch.cat(trajs, dim=1) if record_every else None
+    return SimResult(torch.cat(outs), times, traj)
+
+
+def _fused_step(model: SphereModel, x: Tensor, compile: bool) -> Callable[[Tensor, Tensor, float], Tensor] | None:
+    from .models.value_noise import ValueNoise, pair_euler_step
+
+    if not (isinstance(model, ValueNoise) and model.fused_pair(x)):
+        return None
+    beta = model.beta
+    b = beta.to(x).reshape(-1, 1) if isinstance(beta, Tensor) else torch.full((x.shape[0], 1), float(beta), dtype=x.dtype, device=x.device)
+    fn = torch.compile(pair_euler_step, dynamic=False) if compile else pair_euler_step
+    s2 = float(model.sigma) ** 2
+    return lambda x, xi, dt: fn(x, xi, b, dt, s2)
+
+
+def _restrict(model: SphereModel, start: int, stop: int, total: int) -> SphereModel:
+    """The model restricted to systems ``start..stop`` (per-system parameters are sliced)."""
+    beta = getattr(model, "beta", None)
+    if isinstance(beta, Tensor) and beta.dim() == 1 and beta.shape[0] == total and (start, stop) != (0, total):
+        import dataclasses
+
+        return dataclasses.replace(model, beta=beta[start:stop])  # type: ignore[type-var]
+    return model
