@@ -1,0 +1,319 @@
+"""Benchmark tokensde against naive NumPy and torchsde on model A (problems P1, P2).
+
+Usage::
+
+    python benchmarks/run.py [--quick] [--out FILE.json] [--rounds N] [--device cpu|cuda]
+
+Every implementation runs once per round, rounds interleaved (the order rotates
+from round to round); the table shows medians over rounds. See
+``benchmarks/README.md`` for the columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+try:  # use the installed package if there is one, else the source tree
+    import tokensde  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the environment
+    sys.path.insert(0, str(ROOT / "src"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench_impls import Implementation, implementations  # noqa: E402
+from bench_machine import CpuMonitor, cores, machine_info, matmul_gflops, wait_until_quiet  # noqa: E402
+from bench_problems import Problem, Statistic, problems, statistic  # noqa: E402
+
+CONTENDED = 0.2
+"""Other processes using more than this many cores on average during a run make it suspect."""
+
+
+@dataclass
+class Sample:
+    seconds: float
+    foreign_cores: float
+    off_sphere: float
+    steps_taken: int
+
+
+@dataclass
+class Cell:
+    """All measurements of one implementation on one problem."""
+
+    problem: Problem
+    impl: Implementation
+    warmup_seconds: float = math.nan
+    samples: list[Sample] = field(default_factory=list)
+    finals: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(s.seconds for s in self.samples)
+
+    @property
+    def throughput(self) -> float:
+        return self.problem.system_steps / self.median
+
+    def gflops(self) -> float | None:
+        return self.problem.total_flops() / self.median / 1e9 if self.problem.n > 2 else None
+
+    def stat(self) -> Statistic:
+        return statistic(self.problem, self.finals)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="10x fewer steps and 1 round (smoke test)")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "latest.json", help="JSON output file")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, 1 with --quick)")
+    ap.add_argument("--device", default="cpu", help="device of the tokensde implementations (cpu or cuda)")
+    ap.add_argument("--seed", type=int, default=0, help="base seed (round r uses seed + r)")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these implementations (by name)")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each timed run, wait up to SECONDS until other processes use < 0.2 core (default 0: no wait)",
+    )
+    args = ap.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error("--device cuda requested but torch.cuda.is_available() is False")
+    return args
+
+
+def measure(args: argparse.Namespace, log: Console) -> tuple[list[Cell], dict[str, float]]:
+    probs = problems(args.quick)
+    impls = [i for i in implementations(args.device) if args.only is None or i.name in args.only]
+    cells = {(p.key, i.name): Cell(p, i) for p in probs for i in impls if i.supports(p)}
+
+    ceilings = {"cpu": matmul_gflops("cpu")}
+    if args.device != "cpu":
+        ceilings[args.device] = matmul_gflops(args.device)
+    log.log("fp32 matmul ceiling: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in ceilings.items()))
+
+    for cell in cells.values():  # warm-up: compilation, kernel loading, allocator
+        x0 = cell.problem.initial_state(args.seed)
+        cell.warmup_seconds = cell.impl.warmup(cell.problem, x0, args.seed)
+        log.log(f"warm-up {cell.problem.key} {cell.impl.name}: {cell.warmup_seconds:.2f} s")
+
+    monitor = CpuMonitor()
+    order = list(cells.values())
+    for r in range(args.rounds):
+        shift = r % len(order)
+        x0s = {p.key: p.initial_state(args.seed + r) for p in probs}
+        for cell in order[shift:] + order[:shift]:
+            gc.collect()
+            if args.wait_quiet > 0:
+                waited, load = wait_until_quiet(CONTENDED, args.wait_quiet)
+                if waited > 1.5:
+                    log.log(f"waited {waited:.0f} s for other processes (load now {load:.2f} cores)")
+            monitor.start()
+            out = cell.impl.run(cell.problem, x0s[cell.problem.key], args.seed + r)
+            foreign = monitor.stop()
+            cell.samples.append(Sample(out.seconds, foreign, out.off_sphere, out.steps_taken))
+            cell.finals.append(out.x)
+            flag = "  [contended]" if foreign > CONTENDED else ""
+            log.log(f"round {r + 1}/{args.rounds} {cell.problem.key} {cell.impl.name}: {out.seconds:.3f} s{flag}")
+    return list(cells.values()), ceilings
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def _baseline(cells: list[Cell], problem: str, name: str) -> Cell | None:
+    return next((c for c in cells if c.problem.key == problem and c.impl.name == name), None)
+
+
+def p1_ratios(cells: list[Cell]) -> dict[str, dict[str, float]]:
+    """Time ratios other / tokensde on P1 (how many times faster tokensde is), for eager and compiled."""
+    by = {c.impl.name: c.median for c in cells if c.problem.key == "P1"}
+    others: dict[str, float] = {}
+    if "naive_numpy" in by:
+        others["naive_numpy"] = by["naive_numpy"]
+    sde = [by[k] for k in ("torchsde_default", "torchsde_increments") if k in by]
+    if sde:
+        others["torchsde_best"] = min(sde)
+    if "torchsde_default" in by:
+        others["torchsde_default"] = by["torchsde_default"]
+    return {
+        tok: {k: v / by[tok] for k, v in others.items()} for tok in ("tokensde", "tokensde_compiled") if tok in by
+    }
+
+
+def theory_reference(problem: Problem) -> float | None:
+    """``P(rho_t -> -1 | rho0)`` as ``t -> infinity`` (two tokens only), from ``tokensde.theory``."""
+    if problem.n != 2:
+        return None
+    try:
+        from tokensde.theory.value_noise import two_point_motion
+
+        return float(two_point_motion(problem.d, problem.beta).p_antipodal(problem.rho0))
+    except Exception:  # the reference is informative only
+        return None
+
+
+def render(cells: list[Cell], ceilings: dict[str, float], info: dict[str, object], console: Console) -> None:
+    table = Table(title="tokensde benchmarks: model A, medians over interleaved rounds", show_lines=False)
+    for col, just in [
+        ("problem", "left"),
+        ("implementation", "left"),
+        ("dev", "left"),
+        ("median s", "right"),
+        ("min–max s", "right"),
+        ("M sys-steps/s", "right"),
+        ("× tokensde", "right"),
+        ("GFLOP/s", "right"),
+        ("% ceiling", "right"),
+        ("statistic ± se", "right"),
+        ("max||x|-1|", "right"),
+        ("warm-up s", "right"),
+    ]:
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    last = None
+    for c in cells:
+        if last is not None and c.problem.key != last:
+            table.add_section()
+        last = c.problem.key
+        base = _baseline(cells, c.problem.key, "tokensde")
+        secs = [s.seconds for s in c.samples]
+        gf = c.gflops()
+        ceiling = ceilings.get(c.impl.device, ceilings["cpu"])
+        table.add_row(
+            c.problem.key,
+            c.impl.label,
+            c.impl.device,
+            f"{c.median:.3f}",
+            f"{min(secs):.2f}–{max(secs):.2f}",
+            f"{c.throughput / 1e6:.3g}",
+            _fmt(c.median / base.median if base else None, ".2f"),
+            _fmt(gf, ".1f"),
+            _fmt(100 * gf / ceiling if gf is not None else None, ".1f"),
+            c.stat().fmt(),
+            f"{max(s.off_sphere for s in c.samples):.1e}",
+            f"{c.warmup_seconds:.2f}",
+        )
+    console.print(table)
+
+    ratios = p1_ratios(cells)
+    if ratios:
+        rt = Table(title="P1 time ratios: other / tokensde (higher = tokensde faster)")
+        rt.add_column("other")
+        for tok in ratios:
+            rt.add_column(f"/ {tok}", justify="right")
+        for other in next(iter(ratios.values())):
+            rt.add_row(other, *(f"{ratios[tok][other]:.2f}" for tok in ratios))
+        console.print(rt)
+
+    for p in {c.problem.key: c.problem for c in cells}.values():
+        console.print(
+            f"{p.key}: {p.title}, beta = {p.beta:g}, {p.systems} systems x {p.steps} steps of dt = {p.dt:g} (T = {p.horizon:g})"
+        )
+    for c in cells:
+        ref = theory_reference(c.problem)
+        if ref is not None:
+            console.print(
+                f"{c.problem.key}: statistic = fraction of systems with rho < -0.99 at T = {c.problem.horizon:g}; "
+                f"theory, T -> infinity: P(rho -> -1) = {ref:.4f}"
+            )
+            break
+    if any(c.problem.n > 2 for c in cells):
+        console.print("P2: statistic = mean pairwise overlap <x_i, x_j> (i < j) at the end, se over systems")
+    console.print(
+        "fp32 matmul 2048^2 ceiling: "
+        + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in ceilings.items())
+        + f" | torch {info['torch']}, {info['torch_threads']} threads, {info['cpu_model']}"
+    )
+    bad = [c for c in cells if any(s.foreign_cores > CONTENDED for s in c.samples)]
+    if bad:
+        worst = max(s.foreign_cores for c in bad for s in c.samples)
+        console.print(
+            f"[bold red]warning:[/] other processes used up to {worst:.2f} cores during "
+            f"{sum(s.foreign_cores > CONTENDED for c in bad for s in c.samples)} timed runs; timings are suspect"
+        )
+
+
+def to_json(args: argparse.Namespace, cells: list[Cell], ceilings: dict[str, float], info: dict[str, object], wall: float) -> dict[str, object]:
+    rows = []
+    for c in cells:
+        base = _baseline(cells, c.problem.key, "tokensde")
+        st = c.stat()
+        gf = c.gflops()
+        ceiling = ceilings.get(c.impl.device, ceilings["cpu"])
+        rows.append(
+            {
+                "problem": c.problem.key,
+                "implementation": c.impl.name,
+                "label": c.impl.label,
+                "device": c.impl.device,
+                "median_seconds": c.median,
+                "seconds": [s.seconds for s in c.samples],
+                "system_steps_per_second": c.throughput,
+                "ratio_to_tokensde_eager": c.median / base.median if base else None,
+                "gflops": gf,
+                "fraction_of_matmul_ceiling": gf / ceiling if gf is not None else None,
+                "statistic": asdict(st),
+                "max_off_sphere": max(s.off_sphere for s in c.samples),
+                "steps_taken": [s.steps_taken for s in c.samples],
+                "warmup_seconds": c.warmup_seconds,
+                "foreign_cores": [s.foreign_cores for s in c.samples],
+            }
+        )
+    probs = {c.problem.key: c.problem for c in cells}
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": sys.argv,
+        "quick": args.quick,
+        "rounds": args.rounds,
+        "seed": args.seed,
+        "machine": info,
+        "matmul_ceiling_gflops": ceilings,
+        "problems": {
+            k: {**asdict(p), "horizon": p.horizon, "flops_per_system_step": p.flops_per_system_step(), "theory_p_antipodal_limit": theory_reference(p)}
+            for k, p in probs.items()
+        },
+        "results": rows,
+        "p1_time_ratios_other_over_tokensde": p1_ratios(cells),
+        "wall_seconds": wall,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(cores())
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=180)
+    log = Console(stderr=True)
+    t0 = time.perf_counter()
+    info = machine_info(args.device)
+    cells, ceilings = measure(args, log)
+    info["loadavg_at_end"] = list(os.getloadavg())
+    render(cells, ceilings, info, console)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(to_json(args, cells, ceilings, info, time.perf_counter() - t0), indent=2))
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

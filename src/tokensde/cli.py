@@ -1,0 +1,235 @@
+"""Command-line interface (thin): parse, validate, call the library, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Token dynamics of deep random Transformers as SDEs on the sphere.")
+theory_app = typer.Typer(no_args_is_help=True, help="Closed forms and numerics that need no simulation.")
+app.add_typer(theory_app, name="theory")
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 2."""
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _describe(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    field = model.model_fields.get(str(loc[0])) if loc else None
+    return f" (allowed: {field.description})" if field is not None and field.description else ""
+
+
+def validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """Validate ``data`` or exit 2 with one line naming the field and the allowed range."""
+    try:
+        return model(**data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = tuple(first.get("loc", ()))
+        name = ".".join(str(p) for p in loc) or "config"
+        if first.get("type") == "extra_forbidden":
+            fail(f"{name}: unknown key (allowed keys: {', '.join(model.model_fields)})")
+        msg = first.get("msg", "invalid value").removeprefix("Value error, ")
+        fail(f"{name}: {msg}, got {first.get('input')!r}{_describe(model, loc)}")
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        fail(f"device: must be cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail("device: cuda requested but torch.cuda.is_available() is False")
+    return device
+
+
+@app.command("list")
+def list_experiments() -> None:
+    """List the registered experiments."""
+    from .experiments import REGISTRY
+
+    table = Table("name", "what it shows")
+    for name, exp in REGISTRY.items():
+        table.add_row(name, exp.summary)
+    console.print(table)
+
+
+@app.command()
+def run(
+    name: Annotated[str, typer.Argument(help="experiment name (see `tokensde list`)")],
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file with config keys")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="small version for CI and laptops")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="run directory (default runs/NAME)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="base seed (overrides the config)")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda")] = "cpu",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Run an experiment; re-running with the same --out resumes."""
+    from .experiments import REGISTRY
+    from .runtime import run_experiment
+
+    if name not in REGISTRY:
+        fail(f"name: unknown experiment {name!r} (allowed: {', '.join(REGISTRY)})")
+    exp = REGISTRY[name]
+    data: dict[str, Any] = dict(exp.quick) if quick else {}
+    if config is not None:
+        try:
+            data.update(tomllib.loads(config.read_text()))
+        except OSError as e:
+            fail(f"config: cannot read {config}: {e.strerror}")
+        except tomllib.TOMLDecodeError as e:
+            fail(f"config: {config} is not valid TOML: {e}")
+    if seed is not None:
+        data["seed"] = seed
+    cfg = validate(exp.Config, data)
+    dev = _device(device)
+    out = out or Path("runs") / name
+    t0 = time.time()
+    try:
+        verdict = run_experiment(exp, cfg, out, dev, show_progress=progress)
+    except ValueError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        err.print(f"interrupted: finished units are kept in {out}; run the same command to resume")
+        raise typer.Exit(130) from None
+    for c in verdict["checks"]:
+        mark = "[green]ok[/green]" if c["passed"] else "[red]FAIL[/red]"
+        console.print(f"{mark} {c['name']}: {c['detail']}")
+    colour = "green" if verdict["verdict"] == "PASS" else "red"
+    console.print(f"[bold {colour}]{verdict['verdict']}[/bold {colour}] {name} in {time.time() - t0:.1f} s -> {out}")
+
+
+class SimulateArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model: Literal["value-noise"] = Field(description="value-noise")
+    n: int = Field(ge=1, le=10_000_000, description="integer in [1, 1e7]")
+    d: int = Field(ge=2, le=65_536, description="integer in [2, 65536]")
+    beta: float = Field(ge=0.0, le=1e4, description="number in [0, 1e4]")
+    sigma: float = Field(ge=0.0, le=1e3, description="number in [0, 1e3]")
+    steps: int = Field(ge=1, le=10_000_000, description="integer in [1, 1e7]")
+    dt: float = Field(gt=0.0, le=1.0, description="number in (0, 1]")
+    systems: int = Field(ge=1, le=10_000_000, description="integer in [1, 1e7]")
+    seed: int = Field(ge=0, le=2**63 - 1, description="integer in [0, 2^63)")
+    solver: Literal["euler", "stack"] = Field(description="euler or stack")
+    route: Literal["auto", "matrix", "kernel"] = Field(description="auto, matrix or kernel")
+    dtype: Literal["float32", "float64"] = Field(description="float32 or float64")
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="output directory")],
+    model: Annotated[str, typer.Option("--model", help="value-noise")] = "value-noise",
+    n: Annotated[int, typer.Option("--n", help="tokens per system")] = 32,
+    d: Annotated[int, typer.Option("--d", help="dimension")] = 8,
+    beta: Annotated[float, typer.Option("--beta", help="inverse temperature")] = 1.0,
+    sigma: Annotated[float, typer.Option("--sigma", help="noise scale")] = 1.0,
+    steps: Annotated[int, typer.Option("--steps", help="number of steps (layers)")] = 1000,
+    dt: Annotated[float, typer.Option("--dt", help="time step h")] = 0.01,
+    systems: Annotated[int, typer.Option("--systems", help="independent systems")] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    solver: Annotated[str, typer.Option("--solver", help="euler (limit SDE) or stack (discrete layers)")] = "euler",
+    route: Annotated[str, typer.Option("--route", help="noise route of the limit")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype")] = "float32",
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+) -> None:
+    """Ad-hoc simulation from uniform tokens: saves final states (NPZ) and summary metrics (JSON)."""
+    args = validate(
+        SimulateArgs,
+        dict(model=model, n=n, d=d, beta=beta, sigma=sigma, steps=steps, dt=dt, systems=systems, seed=seed, solver=solver, route=route, dtype=dtype),
+    )
+    dev = _device(device)
+    import numpy as np
+    import torch
+
+    from . import metrics
+    from .models import ValueNoise
+    from .noise import derive_seed
+    from .runtime.store import atomic_write, environment
+    from .solvers import simulate as run_sim
+    from .sphere import uniform
+
+    tdtype = getattr(torch, args.dtype)
+    g = torch.Generator().manual_seed(derive_seed(args.seed, "simulate", "x0"))
+    x0 = uniform((args.systems, args.n), args.d, g, torch.float64).to(tdtype).to(dev)
+    m = ValueNoise(beta=args.beta, sigma=args.sigma, route=args.route)
+    t0 = time.time()
+    res = run_sim(m, x0, args.dt, args.steps, seed=args.seed, key=("simulate",), solver=args.solver)
+    elapsed = time.time() - t0
+    x = res.x
+    summary: dict[str, Any] = {"elapsed_s": elapsed, "config": args.model_dump()}
+    if args.n <= 4096:
+        s = metrics.summary(x, args.beta)
+        summary["metrics"] = {k: np.asarray(v, dtype=float).tolist() for k, v in s.items()}
+    else:
+        summary["metrics"] = {"norm_error_max": float((torch.linalg.vector_norm(x, dim=-1) - 1).abs().max())}
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=x.cpu().numpy())
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "final_states.npz", buf.getvalue())
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2).encode())
+    atomic_write(out / "manifest.json", json.dumps({"command": "simulate", "config": args.model_dump(), "environment": environment(dev)}, indent=2).encode())
+    console.print(f"simulated {args.systems} x {args.n} tokens in d = {args.d} for {args.steps} steps in {elapsed:.2f} s -> {out}")
+
+
+class TwoPointArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model: Literal["value-noise"] = Field(description="value-noise")
+    d: int = Field(ge=2, le=100_000, description="integer in [2, 1e5]")
+    beta: float = Field(ge=0.0, le=1e3, description="number in [0, 1e3]")
+    rho0: float = Field(ge=-1.0, le=1.0, description="number in [-1, 1]")
+    sigma: float = Field(gt=0.0, le=1e3, description="number in (0, 1e3]")
+
+
+@theory_app.command("two-point")
+def two_point(
+    model: Annotated[str, typer.Option("--model")] = "value-noise",
+    d: Annotated[int, typer.Option("--d")] = 4,
+    beta: Annotated[float, typer.Option("--beta")] = 1.0,
+    rho0: Annotated[float, typer.Option("--rho0")] = 0.0,
+    sigma: Annotated[float, typer.Option("--sigma")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Exit law and boundary exponents of the two-token overlap diffusion."""
+    args = validate(TwoPointArgs, dict(model=model, d=d, beta=beta, rho0=rho0, sigma=sigma))
+    from .theory import value_noise as A
+
+    motion = A.two_point_motion(args.d, args.beta, args.sigma)
+    res = {
+        "model": args.model,
+        "d": args.d,
+        "beta": args.beta,
+        "rho0": args.rho0,
+        "sigma": args.sigma,
+        "beta_c": A.beta_c(args.d),
+        "p_antipodal": motion.p_antipodal(args.rho0),
+        "exponent_collapse": motion.exponent_collapse,
+        "exponent_antipodal": motion.exponent_antipodal,
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(res) + "\n")
+        return
+    for k, v in res.items():
+        console.print(f"{k:>20}: {v}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
