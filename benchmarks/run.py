@@ -40,6 +40,8 @@ from bench_problems import Problem, Statistic, problems, statistic  # noqa: E402
 
 CONTENDED = 0.2
 """Other processes using more than this many cores on average during a run make it suspect."""
+RETRIES = 2
+"""With ``--wait-quiet``, a contended run is repeated (same seed) up to this many times."""
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Sample:
     foreign_cores: float
     off_sphere: float
     steps_taken: int
+    retries: int = 0
 
 
 @dataclass
@@ -88,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="before each timed run, wait up to SECONDS until other processes use < 0.2 core (default 0: no wait)",
+        help="before each timed run, wait up to SECONDS until other processes use < 0.2 core, and repeat "
+        "contended runs up to twice (default 0: neither)",
     )
     args = ap.parse_args(argv)
     if args.rounds is None:
@@ -112,6 +116,8 @@ def measure(args: argparse.Namespace, log: Console) -> tuple[list[Cell], dict[st
 
     for cell in cells.values():  # warm-up: compilation, kernel loading, allocator
         x0 = cell.problem.initial_state(args.seed)
+        if args.wait_quiet > 0:
+            wait_until_quiet(CONTENDED, args.wait_quiet)
         cell.warmup_seconds = cell.impl.warmup(cell.problem, x0, args.seed)
         log.log(f"warm-up {cell.problem.key} {cell.impl.name}: {cell.warmup_seconds:.2f} s")
 
@@ -121,18 +127,21 @@ def measure(args: argparse.Namespace, log: Console) -> tuple[list[Cell], dict[st
         shift = r % len(order)
         x0s = {p.key: p.initial_state(args.seed + r) for p in probs}
         for cell in order[shift:] + order[:shift]:
-            gc.collect()
-            if args.wait_quiet > 0:
-                waited, load = wait_until_quiet(CONTENDED, args.wait_quiet)
-                if waited > 1.5:
-                    log.log(f"waited {waited:.0f} s for other processes (load now {load:.2f} cores)")
-            monitor.start()
-            out = cell.impl.run(cell.problem, x0s[cell.problem.key], args.seed + r)
-            foreign = monitor.stop()
-            cell.samples.append(Sample(out.seconds, foreign, out.off_sphere, out.steps_taken))
+            for attempt in range(1 + (RETRIES if args.wait_quiet > 0 else 0)):
+                gc.collect()
+                if args.wait_quiet > 0:
+                    waited, load = wait_until_quiet(CONTENDED, args.wait_quiet)
+                    if waited > 1.5:
+                        log.log(f"waited {waited:.0f} s for other processes (load now {load:.2f} cores)")
+                monitor.start()
+                out = cell.impl.run(cell.problem, x0s[cell.problem.key], args.seed + r)
+                foreign = monitor.stop()
+                flag = f"  [contended: {foreign:.2f} other cores]" if foreign > CONTENDED else ""
+                log.log(f"round {r + 1}/{args.rounds} {cell.problem.key} {cell.impl.name}: {out.seconds:.3f} s{flag}")
+                if foreign <= CONTENDED:
+                    break
+            cell.samples.append(Sample(out.seconds, foreign, out.off_sphere, out.steps_taken, attempt))
             cell.finals.append(out.x)
-            flag = "  [contended]" if foreign > CONTENDED else ""
-            log.log(f"round {r + 1}/{args.rounds} {cell.problem.key} {cell.impl.name}: {out.seconds:.3f} s{flag}")
     return list(cells.values()), ceilings
 
 
@@ -276,6 +285,7 @@ def to_json(args: argparse.Namespace, cells: list[Cell], ceilings: dict[str, flo
                 "steps_taken": [s.steps_taken for s in c.samples],
                 "warmup_seconds": c.warmup_seconds,
                 "foreign_cores": [s.foreign_cores for s in c.samples],
+                "retries": [s.retries for s in c.samples],
             }
         )
     probs = {c.problem.key: c.problem for c in cells}
