@@ -20,20 +20,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchsde
+from bench_problems import Problem
 from torch import Tensor
 from torchsde._brownian import BaseBrownian
 
-from bench_problems import Problem
 from tokensde.models.value_noise import ValueNoise
 from tokensde.solvers import simulate
 
 __all__ = [
-    "RunOutput",
     "Implementation",
-    "TokensdeImpl",
     "NumpyNaive",
-    "TorchsdeImpl",
     "PlainIncrements",
+    "RunOutput",
+    "TokensdeImpl",
+    "TorchsdeImpl",
     "implementations",
     "sync",
 ]
@@ -52,9 +52,13 @@ class RunOutput:
 
 
 class Implementation(Protocol):
-    name: str
-    label: str
     device: str
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
 
     def supports(self, problem: Problem) -> bool: ...
 
@@ -211,7 +215,9 @@ class PlainIncrements(BaseBrownian):
         self._k = slab
         self.calls = 0
 
-    def __call__(self, ta: Tensor | float, tb: Tensor | float | None = None, return_U: bool = False, return_A: bool = False) -> Tensor:
+    def __call__(
+        self, ta: Tensor | float, tb: Tensor | float | None = None, return_U: bool = False, return_A: bool = False
+    ) -> Tensor:
         if tb is None or return_U or return_A:
             raise NotImplementedError("PlainIncrements only answers interval queries W(tb) - W(ta)")
         if self._k == self._slab:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["machine_info", "matmul_gflops", "CpuMonitor", "cores", "wait_until_quiet"]
+__all__ = ["CpuMonitor", "cores", "machine_info", "matmul_gflops", "wait_until_quiet"]
 
 
 def cores() -> int:
@@ -38,7 +38,13 @@ def _cpu_model() -> str:
 def machine_info(device: str) -> dict[str, object]:
     import torchsde
 
-    env_keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    env_keys = (
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MALLOC_MMAP_THRESHOLD_",
+        "MALLOC_TRIM_THRESHOLD_",
+    )
     info: dict[str, object] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -114,7 +120,7 @@ class CpuMonitor:
         return max(0.0, (busy - own) / wall) if wall > 0 else 0.0
 
 
-def wait_until_quiet(threshold: float, max_wait: float, probe: float = 1.0) -> tuple[float, float]:
+def wait_until_quiet(threshold: float, max_wait: float, probe: float = 0.3) -> tuple[float, float]:
     """Wait (at most ``max_wait`` seconds) until other processes use less than ``threshold`` cores over ``probe`` seconds.
 
     Returns ``(seconds waited, last foreign load measured)``.

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from tokensde.sphere import pair_with_overlap, uniform
 
-__all__ = ["Problem", "Statistic", "PROBLEMS", "problems", "statistic", "ANTIPODAL_RHO"]
+__all__ = ["ANTIPODAL_RHO", "PROBLEMS", "Problem", "Statistic", "problems", "statistic"]
 
 ANTIPODAL_RHO = -0.99
 """A two-token system counts as antipodal at the end when ``rho < ANTIPODAL_RHO``."""
@@ -90,6 +90,8 @@ class Statistic:
     count: int
 
     def fmt(self) -> str:
+        if self.value > 0.999:  # near full collapse: show the distance to 1
+            return f"1 - {1.0 - self.value:.1e} ± {self.se:.0e}"
         return f"{self.value:.4f} ± {self.se:.4f}"
 
 

@@ -29,14 +29,13 @@ try:  # use the installed package if there is one, else the source tree
 except ImportError:  # pragma: no cover - depends on the environment
     sys.path.insert(0, str(ROOT / "src"))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from bench_impls import Implementation, implementations  # noqa: E402
-from bench_machine import CpuMonitor, cores, machine_info, matmul_gflops, wait_until_quiet  # noqa: E402
-from bench_problems import Problem, Statistic, problems, statistic  # noqa: E402
+import numpy as np
+import torch
+from bench_impls import Implementation, implementations
+from bench_machine import CpuMonitor, cores, machine_info, matmul_gflops, wait_until_quiet
+from bench_problems import Problem, Statistic, problems, statistic
+from rich.console import Console
+from rich.table import Table
 
 CONTENDED = 0.2
 """Other processes using more than this many cores on average during a run make it suspect."""
@@ -89,14 +88,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--wait-quiet",
         type=float,
-        default=0.0,
+        default=None,
         metavar="SECONDS",
         help="before each timed run, wait up to SECONDS until other processes use < 0.2 core, and repeat "
-        "contended runs up to twice (default 0: neither)",
+        "contended runs up to twice (default 120, 0 with --quick; 0 disables both)",
     )
     args = ap.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
+    if args.wait_quiet is None:
+        args.wait_quiet = 0.0 if args.quick else 120.0
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -164,9 +165,7 @@ def p1_ratios(cells: list[Cell]) -> dict[str, dict[str, float]]:
         others["torchsde_best"] = min(sde)
     if "torchsde_default" in by:
         others["torchsde_default"] = by["torchsde_default"]
-    return {
-        tok: {k: v / by[tok] for k, v in others.items()} for tok in ("tokensde", "tokensde_compiled") if tok in by
-    }
+    return {tok: {k: v / by[tok] for k, v in others.items()} for tok in ("tokensde", "tokensde_compiled") if tok in by}
 
 
 def theory_reference(problem: Problem) -> float | None:
@@ -177,7 +176,7 @@ def theory_reference(problem: Problem) -> float | None:
         from tokensde.theory.value_noise import two_point_motion
 
         return float(two_point_motion(problem.d, problem.beta).p_antipodal(problem.rho0))
-    except Exception:  # the reference is informative only
+    except (ImportError, ArithmeticError, ValueError):  # the reference is informative only
         return None
 
 
@@ -261,7 +260,9 @@ def render(cells: list[Cell], ceilings: dict[str, float], info: dict[str, object
         )
 
 
-def to_json(args: argparse.Namespace, cells: list[Cell], ceilings: dict[str, float], info: dict[str, object], wall: float) -> dict[str, object]:
+def to_json(
+    args: argparse.Namespace, cells: list[Cell], ceilings: dict[str, float], info: dict[str, object], wall: float
+) -> dict[str, object]:
     rows = []
     for c in cells:
         base = _baseline(cells, c.problem.key, "tokensde")
@@ -295,10 +296,16 @@ def to_json(args: argparse.Namespace, cells: list[Cell], ceilings: dict[str, flo
         "quick": args.quick,
         "rounds": args.rounds,
         "seed": args.seed,
+        "wait_quiet_seconds": args.wait_quiet,
         "machine": info,
         "matmul_ceiling_gflops": ceilings,
         "problems": {
-            k: {**asdict(p), "horizon": p.horizon, "flops_per_system_step": p.flops_per_system_step(), "theory_p_antipodal_limit": theory_reference(p)}
+            k: {
+                **asdict(p),
+                "horizon": p.horizon,
+                "flops_per_system_step": p.flops_per_system_step(),
+                "theory_p_antipodal_limit": theory_reference(p),
+            }
             for k, p in probs.items()
         },
         "results": rows,

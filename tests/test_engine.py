@@ -95,28 +95,31 @@ def test_factors_are_exact():
     torch.testing.assert_close(k @ k.transpose(-1, -2), c)
 
 
-def test_noise_routes_agree_in_law():
-    """dM from d x d matrices and from the n x n kernel factor: same covariance, same marginals."""
+@pytest.mark.parametrize("n,d", [(3, 6), (5, 3)])
+def test_noise_routes_agree_in_law(n, d):
+    """dM from d x d matrices and from the kernel factor: same covariance, same marginals."""
     g = torch.Generator().manual_seed(11)
-    x = uniform((1, 3), 6, g, torch.float64)
+    x = uniform((1, n), d, g, torch.float64)
     m = ValueNoise(beta=1.5)
     a = m.barycenters(x)
     N = 40_000
-    xs = x.expand(N, 3, 6)
-    aa = a.expand(N, 3, 6)
-    dm_mat = ValueNoise(beta=1.5, route="matrix").noise(xs, aa, torch.randn(N, 6, 6, generator=g, dtype=torch.float64))
-    dm_ker = ValueNoise(beta=1.5, route="kernel").noise(xs, aa, torch.randn(N, 3, 6, generator=g, dtype=torch.float64))
+    k = n * d
+    xs = x.expand(N, n, d)
+    aa = a.expand(N, n, d)
+    ker = ValueNoise(beta=1.5, route="kernel")
+    dm_mat = ValueNoise(beta=1.5, route="matrix").noise(xs, aa, torch.randn(N, d, d, generator=g, dtype=torch.float64))
+    dm_ker = ker.noise(xs, aa, torch.randn(N, *ker.noise_shape(n, d), generator=g, dtype=torch.float64))
     c = (a @ a.transpose(-1, -2))[0]
-    cov_true = torch.kron(c, torch.eye(6, dtype=torch.float64))  # tokens x coordinates
-    z = stats.norm.ppf(1 - 0.001 / (2 * 18 * 18 * 2))  # Bonferroni over entries and routes
+    cov_true = torch.kron(c, torch.eye(d, dtype=torch.float64))  # tokens x coordinates
+    z = stats.norm.ppf(1 - 0.001 / (2 * k * k * 2))  # Bonferroni over entries and routes
     for dm in (dm_mat, dm_ker):
-        flat = dm.reshape(N, 18)
+        flat = dm.reshape(N, k)
         emp = flat.T @ flat / N
         se = torch.sqrt((torch.diagonal(cov_true)[:, None] * torch.diagonal(cov_true)[None, :] + cov_true**2) / N)
         assert ((emp - cov_true).abs() <= z * se + 1e-12).all()
-    for k in range(18):  # marginals: two-sample KS between routes, Bonferroni level 1e-3
-        p = stats.ks_2samp(dm_mat.reshape(N, 18)[:, k].numpy(), dm_ker.reshape(N, 18)[:, k].numpy()).pvalue
-        assert p > 1e-3 / 18
+    for j in range(k):  # marginals: two-sample KS between routes, Bonferroni level 1e-3
+        p = stats.ks_2samp(dm_mat.reshape(N, k)[:, j].numpy(), dm_ker.reshape(N, k)[:, j].numpy()).pvalue
+        assert p > 1e-3 / k
 
 
 def test_fused_pair_step_matches_generic_euler():

@@ -41,7 +41,9 @@ def barycenters(x: Tensor, beta: float | Tensor, a: Tensor | None = None) -> Ten
         Interaction matrix ``A = K^T Q`` (identity if omitted).
     """
     q = _queries(x, beta, a)
-    return F.scaled_dot_product_attention(q, x, x, scale=1.0)
+    # a singleton head axis: (B, 1, n, d) takes SDPA's fused CPU kernel, (B, n, d) a slow fallback
+    out = F.scaled_dot_product_attention(q.unsqueeze(-3), x.unsqueeze(-3), x.unsqueeze(-3), scale=1.0)
+    return out.squeeze(-3)
 
 
 def usa_barycenters(

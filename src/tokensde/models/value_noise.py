@@ -142,8 +142,11 @@ class ValueNoise:
         return "kernel" if n < d else "matrix"
 
     def noise_shape(self, n: int, d: int, discrete: bool = False) -> tuple[int, int]:
-        """Normals per system per step: ``(d, d)`` (matrix route, and the stack) or ``(n, d)``."""
-        return (d, d) if discrete or self.route_for(n, d) == "matrix" else (n, d)
+        """Normals per system per step: ``(d, d)`` (matrix route, and the stack) or ``(min(n, d), d)``.
+
+        The kernel route's factor has ``min(n, d)`` columns (the rank bound of ``a a^T``).
+        """
+        return (d, d) if discrete or self.route_for(n, d) == "matrix" else (min(n, d), d)
 
     # ----------------------------------------------------------------- limit face
     def drift(self, x: Tensor, a: Tensor) -> Tensor | None:
