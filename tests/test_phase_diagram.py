@@ -131,3 +131,15 @@ def test_metrics_on_known_configurations():
     assert metrics.interaction_energy(x, 1.0)[0].item() == pytest.approx(0.0)
     r = metrics.effective_rank(x)
     assert r[0].item() == pytest.approx(1.0) and r[2].item() > 3.0
+
+
+def test_freezing_collapsed_pairs_changes_no_classification():
+    """Pairs frozen at 1 - rho < 1e-8 end in the same class as when simulated to the horizon."""
+    kw = dict(d=4, betas=[0.5, 2.0], steps=[600, 600], runs=512, rho0=0.0, dt=0.02, seed=5)
+    frozen = simulate_pairs(**kw, collapse_tol=1e-8)
+    full = simulate_pairs(**kw, collapse_tol=0.0)
+    for key in ("rho", "rho_half", "rho_coarse"):
+        for lo, hi in ((-0.99, 0.99),):
+            np.testing.assert_array_equal(frozen[key] < lo, full[key] < lo)
+            np.testing.assert_array_equal(frozen[key] > hi, full[key] > hi)
+    assert (frozen["rho"] > 0.99).mean() > 0.5  # most pairs did collapse, so freezing was exercised

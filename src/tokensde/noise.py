@@ -128,27 +128,32 @@ class NoiseStream:
         self.size = offset
         self._buf = torch.empty((slab, self.size, *self.shape), dtype=dtype, device=self.device)
         self._k = slab
-        self._active = self.size
+        self._needed = [True] * len(self.blocks)
+        self.block_of = torch.empty(self.size, dtype=torch.long, device=self.device)
+        for i, (lo, hi, _) in enumerate(self.blocks):
+            self.block_of[lo:hi] = i
+
+    def retire(self, needed: list[bool] | Tensor) -> None:
+        """Stop drawing for blocks whose systems are no longer simulated (``needed[i]`` False).
+
+        A retired block stays retired; the other blocks' numbers are unchanged.
+        """
+        flags = needed.tolist() if isinstance(needed, Tensor) else list(needed)
+        self._needed = [a and bool(b) for a, b in zip(self._needed, flags, strict=True)]
 
     def _refill(self) -> None:
-        for lo, hi, g in self.blocks:
-            if lo >= self._active:
-                continue  # finished systems: their later numbers are never used
+        for (lo, hi, g), needed in zip(self.blocks, self._needed, strict=True):
+            if not needed:
+                continue  # retired systems: their later numbers are never used
             draw = torch.randn((hi - lo, self.slab, *self.shape), generator=g, dtype=self.dtype, device=self.device)
             self._buf[:, lo:hi] = draw.transpose(0, 1)
         self._k = 0
 
-    def next(self, active: int | None = None) -> Tensor:
-        """The next step's normals, ``(B, *shape)`` (a view, valid until the next slab is drawn).
-
-        ``active``: only the first ``active`` systems are still needed (it may only decrease);
-        blocks past it are no longer drawn, which leaves the others' numbers unchanged.
-        """
-        if active is not None:
-            self._active = min(self._active, active)
+    def next(self) -> Tensor:
+        """The next step's normals, ``(B, *shape)`` (a view, valid until the next slab is drawn)."""
         if self._k == self.slab:
             self._refill()
-        out = self._buf[self._k, : self._active]
+        out = self._buf[self._k]
         self._k += 1
         return out
 

@@ -59,6 +59,7 @@ class PhaseDiagramConfig(ExperimentConfig):
     level: float = Field(default=0.99, gt=0.5, lt=1.0, description="family-wise confidence level, in (0.5, 1)")
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="base seed, in [0, 2^63)")
     dtype: Literal["float32", "float64"] = Field(default="float32", description="float32 or float64")
+    collapse_tol: float = Field(default=1e-8, ge=0.0, le=1e-4, description="freeze pairs with 1 - rho below it, in [0, 1e-4]")
 
     @field_validator("d")
     @classmethod
@@ -122,61 +123,78 @@ def simulate_pairs(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
     progress: Progress | None = None,
+    collapse_tol: float = 1e-8,
 ) -> dict[str, np.ndarray]:
-    """Final overlaps of ``runs`` pairs per ``beta``, at ``steps`` and ``steps/2``, and of the coupled ``2 dt`` run.
+    r"""Final overlaps of ``runs`` pairs per ``beta``, at ``steps`` and ``steps/2``, and of the coupled ``2 dt`` run.
 
-    Cells are ordered by decreasing horizon so that the systems still running
-    form a prefix of the batch; each cell's noise and initial pairs depend only
-    on ``(seed, d, beta)``. Returns arrays of shape ``(len(betas), runs)``:
-    ``rho`` (at ``steps``), ``rho_half`` (at ``steps/2``), ``rho_coarse`` (the
-    ``2 dt`` run at the same horizon).
+    Each cell's noise and initial pairs depend only on ``(seed, d, beta, rho0)``.
+    Returns arrays of shape ``(len(betas), runs)``: ``rho`` (at ``steps``),
+    ``rho_half`` (at ``steps/2``), ``rho_coarse`` (the ``2 dt`` run, same horizon).
+
+    Collapsed pairs are frozen: every ``SLAB`` steps, pairs with
+    ``(1 - rho) = |x_1 - x_2|^2 / 2 < collapse_tol`` leave the batch (their
+    noise blocks stop being drawn once all their pairs have left). By the scale
+    function near ``rho = 1`` (``s' ~ (1 - r)^{(d-3)/2}``), a pair at gap
+    ``delta`` ever reaches gap ``eps`` with probability ``~ (delta/eps)^{(d-1)/2}``,
+    ``<= 1e-6`` for ``d >= 3``, ``delta = 1e-8``, ``eps = 1e-2``: far below the
+    Monte-Carlo error. ``collapse_tol = 0`` disables freezing.
     """
     if any(s % 2 for s in steps):
         raise ValueError("steps must be even (the coarse run takes pairs of steps)")
-    order = sorted(range(len(betas)), key=lambda i: -steps[i])
     x0 = []
-    for i in order:
-        g = torch.Generator().manual_seed(derive_seed(seed, "phase-diagram", "x0", d, betas[i], rho0))
+    for b in betas:
+        g = torch.Generator().manual_seed(derive_seed(seed, "phase-diagram", "x0", d, b, rho0))
         x0.append(pair_with_overlap(runs, d, rho0, g, torch.float64).to(dtype))
     x = torch.cat(x0).to(device)
     xc = x.clone()
-    beta = torch.tensor([betas[i] for i in order], dtype=dtype, device=device).repeat_interleave(runs).unsqueeze(1)
-    stream = NoiseStream.for_cells(
-        seed, [(("phase-diagram", d, betas[i], rho0), runs) for i in order], (2, d), dtype, device
-    )
+    beta = torch.tensor(betas, dtype=dtype, device=device).repeat_interleave(runs).unsqueeze(1)
+    horizon = torch.tensor(steps, device=device).repeat_interleave(runs)
+    stream = NoiseStream.for_cells(seed, [(("phase-diagram", d, b, rho0), runs) for b in betas], (2, d), dtype, device)
     ends: dict[int, list[int]] = {}
     halves: dict[int, list[int]] = {}
-    for pos, i in enumerate(order):
-        ends.setdefault(steps[i], []).append(pos)
-        halves.setdefault(steps[i] // 2, []).append(pos)
+    for i, s in enumerate(steps):
+        ends.setdefault(s, []).append(i)
+        halves.setdefault(s // 2, []).append(i)
     out = {k: np.empty((len(betas), runs)) for k in ("rho", "rho_half", "rho_coarse")}
 
-    def overlap(z: torch.Tensor, pos: int) -> np.ndarray:
-        zz = z[pos * runs : (pos + 1) * runs]
+    def overlap(z: torch.Tensor, i: int) -> np.ndarray:
+        zz = z[i * runs : (i + 1) * runs]
         return (zz[:, 0] * zz[:, 1]).sum(-1).double().cpu().numpy()
 
-    active = len(order) * runs
-    xi_prev = None
+    def keep(z: torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
+        zz = z[idx]
+        gap = 0.5 * ((zz[:, 0] - zz[:, 1]) ** 2).sum(-1)
+        return idx[(horizon[idx] > k) & (gap >= collapse_tol)]
+
+    alive = torch.arange(x.shape[0], device=device)
+    alive_c = alive.clone()
     sq2 = 1.0 / math.sqrt(2.0)
+    xi_prev = None
+    running = 0
     for k in range(max(steps)):
-        xi = stream.next(active)
-        x[:active] = pair_euler_step(x[:active], xi, beta[:active], dt, 1.0)
-        if k % 2:
-            xc[:active] = pair_euler_step(xc[:active], (xi_prev + xi) * sq2, beta[:active], 2.0 * dt, 1.0)
-        else:
-            xi_prev = xi.clone()
+        if k % stream.slab == 0:  # slab boundaries are even: a coarse pair of steps never straddles a refill
+            alive, alive_c = keep(x, alive, k), keep(xc, alive_c, k)
+            needed = torch.zeros(len(stream.blocks), dtype=torch.bool, device=device)
+            needed[stream.block_of[alive]] = True
+            needed[stream.block_of[alive_c]] = True
+            stream.retire(needed)
+            running = sum(runs for s in steps if s > k)
+        xi = stream.next()
+        if len(alive):
+            x[alive] = pair_euler_step(x[alive], xi[alive], beta[alive], dt, 1.0)
+        if k % 2 == 0:
+            xi_prev = xi
+        elif len(alive_c):
+            xic = (xi_prev[alive_c] + xi[alive_c]) * sq2
+            xc[alive_c] = pair_euler_step(xc[alive_c], xic, beta[alive_c], 2.0 * dt, 1.0)
         done = k + 1
-        for pos in halves.get(done, []):
-            out["rho_half"][order[pos]] = overlap(x, pos)
-        for pos in ends.get(done, []):
-            out["rho"][order[pos]] = overlap(x, pos)
-            out["rho_coarse"][order[pos]] = overlap(xc, pos)
-        if done in ends:
-            active = sum(runs for i in order if steps[i] > done)
+        for i in halves.get(done, []):
+            out["rho_half"][i] = overlap(x, i)
+        for i in ends.get(done, []):
+            out["rho"][i] = overlap(x, i)
+            out["rho_coarse"][i] = overlap(xc, i)
         if progress is not None:
-            progress(active)
-        if active == 0:
-            break
+            progress(running)
     return out
 
 
@@ -201,7 +219,7 @@ class PhaseDiagram(Experiment):
         dtype = getattr(torch, cfg.dtype)
         tick = None if progress is None else (lambda active: progress(float(active)))
         dt = cell_dt(cfg, d)
-        sim = simulate_pairs(d, cfg.beta, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick)
+        sim = simulate_pairs(d, cfg.beta, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick, cfg.collapse_tol)
         lo, hi = -1.0 + cfg.eps, 1.0 - cfg.eps
         rows = []
         for i, beta in enumerate(cfg.beta):
