@@ -167,3 +167,13 @@ def test_entry_laws_have_unit_variance():
         z = entry_law(xi, law)
         assert abs(z.mean().item()) < 5 / math.sqrt(len(z))
         assert abs(z.var().item() - 1) < 0.02
+
+
+@pytest.mark.slow
+def test_compiled_slab_path_matches_eager():
+    """compile=True (16 steps per compiled call) follows the eager path up to float32 rounding."""
+    x0 = pair_with_overlap(512, 4, 0.0, torch.Generator().manual_seed(20))
+    m = ValueNoise(beta=torch.linspace(0.0, 3.0, 512))
+    eager = simulate(m, x0, 1e-2, 40, seed=21).x
+    compiled = simulate(m, x0, 1e-2, 40, seed=21, compile=True).x
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)

@@ -149,6 +149,22 @@ class NoiseStream:
             self._buf[:, lo:hi] = draw.transpose(0, 1)
         self._k = 0
 
+    @property
+    def at_slab_start(self) -> bool:
+        """Whether the next draw starts a new slab (so :meth:`next_slab` may be called)."""
+        return self._k == self.slab
+
+    def next_slab(self) -> Tensor:
+        """The next ``slab`` steps at once, ``(slab, B, *shape)``; only at a slab start.
+
+        Gives exactly the numbers ``slab`` calls of :meth:`next` would give.
+        """
+        if not self.at_slab_start:
+            raise RuntimeError("next_slab() called in the middle of a slab")
+        self._refill()
+        self._k = self.slab
+        return self._buf
+
     def next(self) -> Tensor:
         """The next step's normals, ``(B, *shape)`` (a view, valid until the next slab is drawn)."""
         if self._k == self.slab:

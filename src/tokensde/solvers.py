@@ -108,8 +108,11 @@ def simulate(
     its index)``, so the result does not depend on ``chunk``.
     ``on_step(k)`` is called after every step of every chunk (progress bars).
     Two-token model-A systems use the fused step :func:`pair_euler_step`;
-    ``compile=True`` passes it through :func:`torch.compile` (worth it for long
-    runs: compiling takes seconds, a step then costs a fraction).
+    ``compile=True`` runs a whole noise slab (16 steps) of it as one
+    :func:`torch.compile`-d region: about 25 s to compile the first time
+    (cached on disk afterwards), then a step costs about half as much, so it
+    pays off for runs of a minute or more. The numbers are those of the eager
+    path up to floating-point rounding.
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
@@ -125,14 +128,24 @@ def simulate(
         x = x0[start:stop]
         rec = [x.clone()] if record_every else []
         sub = _restrict(model, start, stop, bsz)
-        step = _fused_step(sub, x, compile) if scheme.name == "euler" else None
-        for k in range(steps):
+        fused = _fused(sub, x) if scheme.name == "euler" else None
+        multi = _compiled_slab(fused) if fused is not None and compile and not record_every else None
+        k = 0
+        while k < steps:
+            if multi is not None and steps - k >= stream.slab and stream.at_slab_start:
+                x = multi(x, stream.next_slab(), dt)
+                if on_step is not None:
+                    for j in range(stream.slab):
+                        on_step(k + j)
+                k += stream.slab
+                continue
             xi = stream.next()
-            x = scheme.step(sub, x, xi, dt) if step is None else step(x, xi, dt)
-            if record_every and (k + 1) % record_every == 0:
+            x = scheme.step(sub, x, xi, dt) if fused is None else fused(x, xi, dt)
+            k += 1
+            if record_every and k % record_every == 0:
                 rec.append(x.clone())
             if on_step is not None:
-                on_step(k)
+                on_step(k - 1)
         outs.append(x)
         if record_every:
             trajs.append(torch.stack(rec))
@@ -140,16 +153,38 @@ def simulate(
     return SimResult(torch.cat(outs), times, traj)
 
 
-def _fused_step(model: SphereModel, x: Tensor, compile: bool) -> Callable[[Tensor, Tensor, float], Tensor] | None:
+Step = Callable[[Tensor, Tensor, float], Tensor]
+
+
+def _fused(model: SphereModel, x: Tensor) -> Step | None:
+    """The fused two-token Euler step when it applies (:func:`pair_euler_step`), else ``None``."""
     from .models.value_noise import ValueNoise, pair_euler_step
 
     if not (isinstance(model, ValueNoise) and model.fused_pair(x)):
         return None
     beta = model.beta
-    b = beta.to(x).reshape(-1, 1) if isinstance(beta, Tensor) else torch.full((x.shape[0], 1), float(beta), dtype=x.dtype, device=x.device)
-    fn = torch.compile(pair_euler_step, dynamic=False) if compile else pair_euler_step
+    if isinstance(beta, Tensor):
+        b = beta.to(x).reshape(-1, 1)
+    else:
+        b = torch.full((x.shape[0], 1), float(beta), dtype=x.dtype, device=x.device)
     s2 = float(model.sigma) ** 2
-    return lambda x, xi, dt: fn(x, xi, b, dt, s2)
+
+    def step(x: Tensor, xi: Tensor, dt: float) -> Tensor:
+        return pair_euler_step(x, xi, b, dt, s2)
+
+    return step
+
+
+def _slab_steps(step: Step, x: Tensor, slab: Tensor, dt: float) -> Tensor:
+    for k in range(slab.shape[0]):
+        x = step(x, slab[k], dt)
+    return x
+
+
+def _compiled_slab(step: Step) -> Callable[[Tensor, Tensor, float], Tensor]:
+    """A whole noise slab of steps in one compiled region (one call per slab)."""
+    fn = torch.compile(_slab_steps, dynamic=False)
+    return lambda x, slab, dt: fn(step, x, slab, dt)
 
 
 def _restrict(model: SphereModel, start: int, stop: int, total: int) -> SphereModel:
