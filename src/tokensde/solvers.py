@@ -129,7 +129,7 @@ def simulate(
         rec = [x.clone()] if record_every else []
         sub = _restrict(model, start, stop, bsz)
         fused = _fused(sub, x) if scheme.name == "euler" else None
-        multi = _compiled_slab(fused) if fused is not None and compile and not record_every else None
+        multi = _compiled_slab(sub, x) if scheme.name == "euler" and compile and not record_every else None
         k = 0
         while k < steps:
             if multi is not None and steps - k >= stream.slab and stream.at_slab_start:
@@ -154,11 +154,12 @@ def simulate(
 
 
 Step = Callable[[Tensor, Tensor, float], Tensor]
+_COMPILED: dict[str, Callable[..., Tensor]] = {}
 
 
-def _fused(model: SphereModel, x: Tensor) -> Step | None:
-    """The fused two-token Euler step when it applies (:func:`pair_euler_step`), else ``None``."""
-    from .models.value_noise import ValueNoise, pair_euler_step
+def _pair_coefficients(model: SphereModel, x: Tensor) -> tuple[Tensor, float] | None:
+    """``(beta as (B, 1), sigma^2)`` when the fused two-token step applies, else ``None``."""
+    from .models.value_noise import ValueNoise
 
     if not (isinstance(model, ValueNoise) and model.fused_pair(x)):
         return None
@@ -167,24 +168,38 @@ def _fused(model: SphereModel, x: Tensor) -> Step | None:
         b = beta.to(x).reshape(-1, 1)
     else:
         b = torch.full((x.shape[0], 1), float(beta), dtype=x.dtype, device=x.device)
-    s2 = float(model.sigma) ** 2
-
-    def step(x: Tensor, xi: Tensor, dt: float) -> Tensor:
-        return pair_euler_step(x, xi, b, dt, s2)
-
-    return step
+    return b, float(model.sigma) ** 2
 
 
-def _slab_steps(step: Step, x: Tensor, slab: Tensor, dt: float) -> Tensor:
+def _fused(model: SphereModel, x: Tensor) -> Step | None:
+    """The fused two-token Euler step when it applies (:func:`pair_euler_step`), else ``None``."""
+    from .models.value_noise import pair_euler_step
+
+    coef = _pair_coefficients(model, x)
+    if coef is None:
+        return None
+    b, s2 = coef
+    return lambda x, xi, dt: pair_euler_step(x, xi, b, dt, s2)
+
+
+def _pair_slab(x: Tensor, slab: Tensor, beta: Tensor, dt: float, sigma2: float) -> Tensor:
+    from .models.value_noise import pair_euler_step
+
     for k in range(slab.shape[0]):
-        x = step(x, slab[k], dt)
+        x = pair_euler_step(x, slab[k], beta, dt, sigma2)
     return x
 
 
-def _compiled_slab(step: Step) -> Callable[[Tensor, Tensor, float], Tensor]:
-    """A whole noise slab of steps in one compiled region (one call per slab)."""
-    fn = torch.compile(_slab_steps, dynamic=False)
-    return lambda x, slab, dt: fn(step, x, slab, dt)
+def _compiled_slab(model: SphereModel, x: Tensor) -> Callable[[Tensor, Tensor, float], Tensor] | None:
+    """A whole noise slab of fused two-token steps in one compiled call, or ``None``."""
+    coef = _pair_coefficients(model, x)
+    if coef is None:
+        return None
+    b, s2 = coef
+    if "pair_slab" not in _COMPILED:
+        _COMPILED["pair_slab"] = torch.compile(_pair_slab, dynamic=False)
+    fn = _COMPILED["pair_slab"]
+    return lambda x, slab, dt: fn(x, slab, b, dt, s2)
 
 
 def _restrict(model: SphereModel, start: int, stop: int, total: int) -> SphereModel:
