@@ -43,7 +43,8 @@ WARMUP_STEPS = 20
 
 @dataclass
 class RunOutput:
-    """Final states ``(B, n, d)`` float64 (renormalised), seconds of the integration, ``max | |x| - 1 |`` before renormalising."""
+    """Final states ``(B, n, d)`` float64 (renormalised), seconds of the integration,
+    and ``max | |x| - 1 |`` before renormalising."""
 
     x: np.ndarray
     seconds: float

@@ -121,7 +121,7 @@ class CpuMonitor:
 
 
 def wait_until_quiet(threshold: float, max_wait: float, probe: float = 0.3) -> tuple[float, float]:
-    """Wait (at most ``max_wait`` seconds) until other processes use less than ``threshold`` cores over ``probe`` seconds.
+    """Wait (at most ``max_wait`` s) until other processes use less than ``threshold`` cores over ``probe`` s.
 
     Returns ``(seconds waited, last foreign load measured)``.
     """

@@ -128,7 +128,7 @@ def measure(args: argparse.Namespace, log: Console) -> tuple[list[Cell], dict[st
         shift = r % len(order)
         x0s = {p.key: p.initial_state(args.seed + r) for p in probs}
         for cell in order[shift:] + order[:shift]:
-            for attempt in range(1 + (RETRIES if args.wait_quiet > 0 else 0)):
+            for attempt in range(1 + (RETRIES if args.wait_quiet > 0 else 0)):  # noqa: B007 (read after the loop)
                 gc.collect()
                 if args.wait_quiet > 0:
                     waited, load = wait_until_quiet(CONTENDED, args.wait_quiet)
@@ -234,7 +234,8 @@ def render(cells: list[Cell], ceilings: dict[str, float], info: dict[str, object
 
     for p in {c.problem.key: c.problem for c in cells}.values():
         console.print(
-            f"{p.key}: {p.title}, beta = {p.beta:g}, {p.systems} systems x {p.steps} steps of dt = {p.dt:g} (T = {p.horizon:g})"
+            f"{p.key}: {p.title}, beta = {p.beta:g}, {p.systems} systems x {p.steps} steps"
+            f" of dt = {p.dt:g} (T = {p.horizon:g})"
         )
     for c in cells:
         ref = theory_reference(c.problem)

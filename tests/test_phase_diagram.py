@@ -108,7 +108,23 @@ def test_cli_rejects_unknown_experiment_and_bad_simulate_args(tmp_path):
 
 def test_cli_simulate_writes_states_and_metrics(tmp_path):
     out = tmp_path / "sim"
-    r = run_cli("simulate", "--model", "value-noise", "--n", "8", "--d", "4", "--beta", "2", "--steps", "50", "--systems", "3", "--out", str(out))
+    r = run_cli(
+        "simulate",
+        "--model",
+        "value-noise",
+        "--n",
+        "8",
+        "--d",
+        "4",
+        "--beta",
+        "2",
+        "--steps",
+        "50",
+        "--systems",
+        "3",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     x = np.load(out / "final_states.npz")["x"]
     assert x.shape == (3, 8, 4)

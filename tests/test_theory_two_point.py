@@ -39,7 +39,16 @@ def mp_reference(d: int, beta: float, rho0: float) -> float:
 
 @pytest.mark.parametrize(
     "d,beta,rho0",
-    [(4, 1.0, 0.0), (6, 1.2, 0.3), (10, 3.0, -0.4), (20, 1.8, 0.0), (20, 1.7925, 0.0), (6, 1.04, 0.0), (50, 3.0, 0.0), (100, 3.5, 0.2)],
+    [
+        (4, 1.0, 0.0),
+        (6, 1.2, 0.3),
+        (10, 3.0, -0.4),
+        (20, 1.8, 0.0),
+        (20, 1.7925, 0.0),
+        (6, 1.04, 0.0),
+        (50, 3.0, 0.0),
+        (100, 3.5, 0.2),
+    ],
 )
 def test_exit_law_matches_independent_reference(d, beta, rho0):
     assert A.p_antipodal(d, beta, rho0) == pytest.approx(mp_reference(d, beta, rho0), abs=1e-8, rel=1e-6)
@@ -56,7 +65,7 @@ def test_large_beta_tends_to_arccos_over_pi(d):
     rho0 = 0.2
     target = math.acos(rho0) / math.pi
     gaps = [abs(A.p_antipodal(d, b, rho0) - target) for b in (5.0, 20.0, 80.0, 320.0)]
-    assert all(g2 < g1 for g1, g2 in zip(gaps, gaps[1:]))
+    assert all(g2 < g1 for g1, g2 in zip(gaps, gaps[1:], strict=False))
     assert gaps[-1] < 2e-2
 
 

@@ -46,9 +46,7 @@ def barycenters(x: Tensor, beta: float | Tensor, a: Tensor | None = None) -> Ten
     return out.squeeze(-3)
 
 
-def usa_barycenters(
-    x: Tensor, beta: float | Tensor, a: Tensor | None = None, chunk: int = 4096
-) -> Tensor:
+def usa_barycenters(x: Tensor, beta: float | Tensor, a: Tensor | None = None, chunk: int = 4096) -> Tensor:
     r"""Unnormalised variant (USA): ``sum_j exp(beta <A x_i, x_j>) x_j / n``.
 
     Queries are processed in chunks of ``chunk`` so that at most

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Token dynamics of deep random Transformers as SDEs on the sphere.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Token dynamics of deep random Transformers as SDEs on the sphere."
+)
 theory_app = typer.Typer(no_args_is_help=True, help="Closed forms and numerics that need no simulation.")
 app.add_typer(theory_app, name="theory")
 console = Console()
@@ -148,7 +150,20 @@ def simulate(
     """Ad-hoc simulation from uniform tokens: saves final states (NPZ) and summary metrics (JSON)."""
     args = validate(
         SimulateArgs,
-        dict(model=model, n=n, d=d, beta=beta, sigma=sigma, steps=steps, dt=dt, systems=systems, seed=seed, solver=solver, route=route, dtype=dtype),
+        dict(
+            model=model,
+            n=n,
+            d=d,
+            beta=beta,
+            sigma=sigma,
+            steps=steps,
+            dt=dt,
+            systems=systems,
+            seed=seed,
+            solver=solver,
+            route=route,
+            dtype=dtype,
+        ),
     )
     dev = _device(device)
     import numpy as np
@@ -182,8 +197,15 @@ def simulate(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "final_states.npz", buf.getvalue())
     atomic_write(out / "summary.json", json.dumps(summary, indent=2).encode())
-    atomic_write(out / "manifest.json", json.dumps({"command": "simulate", "config": args.model_dump(), "environment": environment(dev)}, indent=2).encode())
-    console.print(f"simulated {args.systems} x {args.n} tokens in d = {args.d} for {args.steps} steps in {elapsed:.2f} s -> {out}")
+    atomic_write(
+        out / "manifest.json",
+        json.dumps(
+            {"command": "simulate", "config": args.model_dump(), "environment": environment(dev)}, indent=2
+        ).encode(),
+    )
+    console.print(
+        f"simulated {args.systems} x {args.n} tokens in d = {args.d} for {args.steps} steps in {elapsed:.2f} s -> {out}"
+    )
 
 
 class TwoPointArgs(BaseModel):

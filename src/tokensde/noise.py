@@ -119,7 +119,7 @@ class NoiseStream:
         self.slab = slab
         self.blocks: list[tuple[int, int, torch.Generator]] = []
         offset = 0
-        for key, total, start, stop in segments:
+        for key, _total, start, stop in segments:
             for b0 in range(start, stop, block):
                 g = torch.Generator(device=self.device)
                 g.manual_seed(derive_seed(seed, *key, b0 // block))

@@ -40,7 +40,9 @@ class Experiment:
         """Relative cost of a unit (for progress bars)."""
         return 1.0
 
-    def run_unit(self, cfg: Any, unit: dict[str, Any], device: str, progress: Progress | None = None) -> list[dict[str, Any]]:
+    def run_unit(
+        self, cfg: Any, unit: dict[str, Any], device: str, progress: Progress | None = None
+    ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def summarize(self, cfg: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -59,7 +59,9 @@ class PhaseDiagramConfig(ExperimentConfig):
     level: float = Field(default=0.99, gt=0.5, lt=1.0, description="family-wise confidence level, in (0.5, 1)")
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="base seed, in [0, 2^63)")
     dtype: Literal["float32", "float64"] = Field(default="float32", description="float32 or float64")
-    collapse_tol: float = Field(default=1e-8, ge=0.0, le=1e-4, description="freeze pairs with 1 - rho below it, in [0, 1e-4]")
+    collapse_tol: float = Field(
+        default=1e-8, ge=0.0, le=1e-4, description="freeze pairs with 1 - rho below it, in [0, 1e-4]"
+    )
 
     @field_validator("d")
     @classmethod
@@ -169,7 +171,7 @@ def simulate_pairs(
     alive = torch.arange(x.shape[0], device=device)
     alive_c = alive.clone()
     sq2 = 1.0 / math.sqrt(2.0)
-    xi_prev = None
+    xi_prev = torch.empty(0)
     running = 0
     for k in range(max(steps)):
         if k % stream.slab == 0:  # slab boundaries are even: a coarse pair of steps never straddles a refill
@@ -219,7 +221,9 @@ class PhaseDiagram(Experiment):
         dtype = getattr(torch, cfg.dtype)
         tick = None if progress is None else (lambda active: progress(float(active)))
         dt = cell_dt(cfg, d)
-        sim = simulate_pairs(d, cfg.beta, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick, cfg.collapse_tol)
+        sim = simulate_pairs(
+            d, cfg.beta, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick, cfg.collapse_tol
+        )
         lo, hi = -1.0 + cfg.eps, 1.0 - cfg.eps
         rows = []
         for i, beta in enumerate(cfg.beta):
@@ -280,7 +284,15 @@ class PhaseDiagram(Experiment):
                 "name": "theory inside the family-wise Wilson band of every non-critical cell",
                 "passed": bool(bad.empty) and not checked.empty,
                 "detail": f"{len(checked) - len(bad)}/{len(checked)} cells agree at family-wise level {cfg.level}"
-                + ("" if bad.empty else "; disagree: " + ", ".join(f"(d={r.d}, beta={r.beta}: mc={r.p_antipodal_mc:.4f}, theory={r.p_antipodal_theory:.4f})" for r in bad.itertuples())),
+                + (
+                    ""
+                    if bad.empty
+                    else "; disagree: "
+                    + ", ".join(
+                        f"(d={r.d}, beta={r.beta}: mc={r.p_antipodal_mc:.4f}, theory={r.p_antipodal_theory:.4f})"
+                        for r in bad.itertuples()
+                    )
+                ),
             },
             {
                 "name": "undecided fraction small",
@@ -302,7 +314,15 @@ class PhaseDiagram(Experiment):
                 "name": "critical cells are few and next to beta_c",
                 "passed": bool(len(crit) <= max(1, len(table) // 10)),
                 "detail": f"{len(crit)} of {len(table)} cells critical"
-                + ("" if crit.empty else ": " + ", ".join(f"(d={r.d}, beta={r.beta}, beta_c={r.beta_c:.3f}, tau_a={r.tau_antipodal:.0f})" for r in crit.itertuples())),
+                + (
+                    ""
+                    if crit.empty
+                    else ": "
+                    + ", ".join(
+                        f"(d={r.d}, beta={r.beta}, beta_c={r.beta_c:.3f}, tau_a={r.tau_antipodal:.0f})"
+                        for r in crit.itertuples()
+                    )
+                ),
             },
         ]
         return {"verdict": "PASS" if all(c["passed"] for c in checks) else "FAIL", "checks": checks}
@@ -319,13 +339,25 @@ class PhaseDiagram(Experiment):
             sub = table[table["d"] == d]
             err = np.vstack([sub["p_antipodal_mc"] - sub["ci_low"], sub["ci_high"] - sub["p_antipodal_mc"]])
             ok = ~sub["critical"].to_numpy()
-            ax.errorbar(sub["beta"][ok], sub["p_antipodal_mc"][ok], yerr=err[:, ok], fmt="o", ms=3.5, color=color, capsize=2)
+            ax.errorbar(
+                sub["beta"][ok], sub["p_antipodal_mc"][ok], yerr=err[:, ok], fmt="o", ms=3.5, color=color, capsize=2
+            )
             if (~ok).any():
-                ax.errorbar(sub["beta"][~ok], sub["p_antipodal_mc"][~ok], yerr=err[:, ~ok], fmt="x", ms=5, color=color, capsize=2)
+                ax.errorbar(
+                    sub["beta"][~ok],
+                    sub["p_antipodal_mc"][~ok],
+                    yerr=err[:, ~ok],
+                    fmt="x",
+                    ms=5,
+                    color=color,
+                    capsize=2,
+                )
             ax.axvline(theory_a.beta_c(d), color=color, ls="--", lw=0.8)
         ax.set_xlabel(r"$\beta$")
         ax.set_ylabel(r"$P(\rho_t \to -1)$")
-        ax.set_title(rf"Model A, two tokens, $\rho_0 = {cfg.rho0}$: Monte Carlo (99% Wilson) vs exit law; dashed: $\beta_c(d)$")
+        ax.set_title(
+            rf"Model A, two tokens, $\rho_0 = {cfg.rho0}$: Monte Carlo (99% Wilson) vs exit law; dashed: $\beta_c(d)$"
+        )
         ax.title.set_fontsize(9)
         ax.legend(fontsize=8, loc="upper left")
         ax.set_ylim(-0.01, None)

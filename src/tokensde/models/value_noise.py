@@ -66,6 +66,7 @@ def pair_euler_step(x: Tensor, xi: Tensor, beta: Tensor, dt: float, sigma2: floa
     y = torch.stack([x1 * shrink + m1, x2 * shrink + m2], 1)
     return y / torch.linalg.vector_norm(y, dim=-1, keepdim=True)
 
+
 ROUTES = ("auto", "matrix", "kernel")
 LAWS = ("gaussian", "rademacher", "uniform")
 

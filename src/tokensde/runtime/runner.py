@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..experiments.base import Experiment
 from .store import RunStore
@@ -31,13 +31,23 @@ def run_experiment(
             todo.append(u)
         else:
             rows.extend(got)
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, disable=not show_progress, transient=False) as bar:
-        total = bar.add_task(f"{exp.name}", total=sum(costs.values()), completed=sum(costs.values()) - sum(costs[u["id"]] for u in todo))
+        total = bar.add_task(
+            f"{exp.name}",
+            total=sum(costs.values()),
+            completed=int(sum(costs.values()) - sum(costs[u["id"]] for u in todo)),
+        )
         for u in todo:
             task = bar.add_task(f"  {u['id']}", total=costs[u["id"]])
 
-            def tick(active: float, task: int = task) -> None:
+            def tick(active: float, task: TaskID = task) -> None:
                 bar.advance(task, active)
                 bar.advance(total, active)
 

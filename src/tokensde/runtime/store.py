@@ -71,7 +71,9 @@ def environment(device: str) -> dict[str, Any]:
         "matplotlib": matplotlib.__version__,
         "git_revision": _git_revision(),
         "device": device,
-        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name()
+        if device.startswith("cuda")
+        else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "platform": platform.platform(),
     }

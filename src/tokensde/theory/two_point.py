@@ -214,11 +214,7 @@ class TwoPointMotion:
     def log_scale_density(self, r: Array | float) -> Array:
         r"""``log s'(r) = alpha_+ log(1-r) - alpha_- log(1+r) - F(r)``, normalised by ``s'(0) = 1``."""
         r = np.atleast_1d(np.asarray(r, dtype=float))
-        return (
-            self.alpha_plus * np.log1p(-r)
-            - self.alpha_minus * np.log1p(r)
-            - self.log_scale_remainder(r)
-        )
+        return self.alpha_plus * np.log1p(-r) - self.alpha_minus * np.log1p(r) - self.log_scale_remainder(r)
 
     def _log_integral(self, a: float, b: float, n: int) -> float:
         r"""``log int_a^b (1-r)^{alpha_+} (1+r)^{-alpha_-} e^{-F(r)} dr`` by Gauss–Jacobi.
