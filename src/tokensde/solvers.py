@@ -9,6 +9,7 @@ torchsde do.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -206,7 +207,5 @@ def _restrict(model: SphereModel, start: int, stop: int, total: int) -> SphereMo
     """The model restricted to systems ``start..stop`` (per-system parameters are sliced)."""
     beta = getattr(model, "beta", None)
     if isinstance(beta, Tensor) and beta.dim() == 1 and beta.shape[0] == total and (start, stop) != (0, total):
-        import dataclasses
-
         return dataclasses.replace(model, beta=beta[start:stop])  # type: ignore[type-var]
     return model

@@ -52,8 +52,8 @@ Fn = Callable[[Array], Array]
 __all__ = ["TwoPointMotion", "BoundaryRates"]
 
 
-def _tanh_sinh(step: float = 1.0 / 16.0, cutoff: float = 1e-15) -> tuple[Array, Array, Array]:
-    """Nodes ``t``, ``1 - |t|`` and weights of the tanh-sinh rule on ``[-1, 1]``.
+def _tanh_sinh(step: float = 1.0 / 16.0, cutoff: float = 1e-15) -> tuple[Array, Array]:
+    """Nodes ``t`` and weights of the tanh-sinh rule on ``[-1, 1]``.
 
     Nodes closer than ``cutoff`` to an endpoint are dropped; the integrand
     being bounded, what is dropped is below ``cutoff`` times its sup.
@@ -65,10 +65,10 @@ def _tanh_sinh(step: float = 1.0 / 16.0, cutoff: float = 1e-15) -> tuple[Array, 
     one_minus_abs = 2.0 / (np.exp(2.0 * np.abs(s)) + 1.0)  # 1 - |tanh(s)| without cancellation
     w = step * 0.5 * math.pi * np.cosh(x) / np.cosh(s) ** 2
     keep = one_minus_abs > cutoff
-    return t[keep], one_minus_abs[keep], w[keep]
+    return t[keep], w[keep]
 
 
-_TS_T, _TS_GAP, _TS_W = _tanh_sinh()
+_TS_T, _TS_W = _tanh_sinh()
 THRESHOLD_TOL = 1e-12
 
 
