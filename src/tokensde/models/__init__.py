@@ -1,5 +1,6 @@
 """Paper models, each as a discrete random stack and as its limit SDE."""
 
+from .mlp_noise import MLPNoise
 from .value_noise import ValueNoise
 
-__all__ = ["ValueNoise"]
+__all__ = ["ValueNoise", "MLPNoise"]
