@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-__all__ = ["wilson", "z_for", "bonferroni_z"]
+__all__ = ["wilson", "z_for", "bonferroni_z", "loglog_slope"]
 
 
 def z_for(level: float) -> float:
@@ -30,3 +30,31 @@ def wilson(k: np.ndarray | int, n: np.ndarray | int, z: float) -> tuple[np.ndarr
     centre = (k + z * z / 2.0) / (n + z * z)
     half = z / (n + z * z) * np.sqrt(k * (n - k) / n + z * z / 4.0)
     return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def loglog_slope(x: np.ndarray, y: np.ndarray, se: np.ndarray | None = None) -> tuple[float, float]:
+    r"""Least-squares slope of ``log y`` against ``log x`` and its standard error.
+
+    .. math:: \hat s = \frac{\sum w (u - \bar u)(v - \bar v)}{\sum w (u - \bar u)^2}
+
+    with ``u = log x``, ``v = log y`` and weighted means. Without ``se`` the
+    weights are 1 and the standard error comes from the residuals (``nan`` for
+    two points). With ``se`` (standard errors of ``y``) the weights are
+    ``(y / se)^2``, the inverse variances of ``log y`` by the delta method, so
+    points within their noise of zero count little, and the standard error is
+    ``(sum w (u - ubar)^2)^{-1/2}``.
+    """
+    u = np.log(np.asarray(x, dtype=float))
+    yy = np.abs(np.asarray(y, dtype=float))
+    v = np.log(yy)
+    w = np.ones_like(u) if se is None else (yy / np.asarray(se, dtype=float)) ** 2
+    uc = u - (w * u).sum() / w.sum()
+    sxx = float((w * uc * uc).sum())
+    slope = float((w * uc * (v - (w * v).sum() / w.sum())).sum() / sxx)
+    if se is not None:
+        return slope, float(1.0 / np.sqrt(sxx))
+    k = len(u)
+    if k <= 2:
+        return slope, float("nan")
+    resid = v - v.mean() - slope * uc
+    return slope, float(np.sqrt((resid * resid).sum() / (k - 2) / sxx))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from .base import Experiment, ExperimentConfig
+from .homogenized import Homogenized
 from .phase_diagram import PhaseDiagram
+from .scaling_regimes import ScalingRegimes
 
-REGISTRY: dict[str, Experiment] = {e.name: e for e in (PhaseDiagram(),)}
+REGISTRY: dict[str, Experiment] = {e.name: e for e in (PhaseDiagram(), Homogenized(), ScalingRegimes())}
 
 __all__ = ["REGISTRY", "Experiment", "ExperimentConfig"]

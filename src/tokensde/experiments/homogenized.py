@@ -1,0 +1,513 @@
+r"""``homogenized``: model B's diffusive limit in the Gaussian setting against its comparison ODEs.
+
+All runs integrate the homogenized limit in diffusive time ``tau``
+(:class:`~tokensde.models.multihead.MultiheadLimit`, ``time="diffusive"``,
+``K = samples`` heads per step, projected Euler–Maruyama). Four parts:
+
+* **logistic** (``beta`` small against ``sqrt(d)``; ``beta = 0`` exactly): ``n``
+  uniform tokens; the mean overlap ``u = |xbar|^2`` of each system against the
+  solution of ``du/dtau = u (1 - u)`` from its own ``u(0)``. Theory: the
+  deviation is a fluctuation of size ``sqrt(tau/d)`` with an ``O(1/d)`` mean, so
+  its RMS decays like ``d^{-1/2}`` and its mean like ``d^{-1}``: both slopes are
+  fitted over ``d``;
+* **simplex**: tokens on a regular simplex (common overlap ``gamma0``) at a
+  temperature where attention is far from uniform; the MC common overlap (mean
+  off-diagonal overlap) against the comparison ODE with ``f, g`` estimated by
+  Monte Carlo (their ``z``-band is shown); the mean deviation should shrink
+  like ``1/d``;
+* **frozen / logistic exit**: when tokens attend only to themselves
+  (``Abar = I``, ``sigma_A = 0``, ``beta = beta_self`` large) the pair overlap is
+  exactly ``-rho (1-rho^2) dtau/(d-1) + sqrt(2/(d-1)) (1-rho^2) dB``: frozen for
+  ``tau << d`` (RMS displacement at ``tau = frozen_tau`` against
+  ``sqrt(2 tau/(d-1)) (1 - u_0^2)``, slope ``-1/2`` in ``d - 1``), and on the time scale
+  ``d - 1`` the logistic SDE: ``P(u -> +1) = arcsin(u_0)/pi + 1/2``, checked in
+  family-wise Wilson intervals;
+* **trade-off map**: the diffusive time for the simplex ODE to reach overlap
+  ``1/2`` from ``gamma = 0``, over ``(n, beta)`` for each ``d`` (``f, g`` by Monte
+  Carlo); at ``beta = 0`` it is checked against the closed form.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field, field_validator
+
+from ..models.multihead import Multihead, MultiheadLimit
+from ..noise import derive_seed
+from ..solvers import simulate, simulate_coupled
+from ..sphere import gram, pair_with_overlap, simplex, uniform
+from ..stats import bonferroni_z, loglog_slope, wilson
+from ..theory import homogenized as th
+from .base import Experiment, ExperimentConfig, Progress
+
+__all__ = ["Homogenized", "HomogenizedConfig"]
+
+
+def _check_ints(v: list[int], lo: int, hi: int) -> list[int]:
+    for x in v:
+        if not lo <= x <= hi:
+            raise ValueError(f"each value must be in [{lo}, {hi}], got {x}")
+    return sorted(set(v))
+
+
+class HomogenizedConfig(ExperimentConfig):
+    """Configuration of ``homogenized`` (every field has a default)."""
+
+    n: int = Field(default=16, ge=2, le=1024, description="tokens of the logistic part, in [2, 1024]")
+    logistic_beta: list[float] = Field(default=[0.0, 1.0], min_length=1, description="betas, each in [0, 50]")
+    logistic_d: list[int] = Field(default=[16, 32, 64, 128], min_length=3, description=">= 3 dims, each in [4, 1024]")
+    tau_max: float = Field(default=3.0, gt=0.0, le=50.0, description="diffusive horizon, in (0, 50]")
+    dtau: float = Field(default=0.02, gt=0.0, le=0.1, description="diffusive time step, in (0, 0.1]")
+    samples: int = Field(default=4, ge=1, le=256, description="heads sampled per step, in [1, 256]")
+    systems: int = Field(default=512, ge=16, le=1_000_000, description="systems per cell, in [16, 1e6]")
+    simplex_n: int = Field(default=8, ge=2, le=256, description="tokens on the simplex, in [2, 256]")
+    simplex_beta: float = Field(default=8.0, ge=0.0, le=100.0, description="simplex beta, in [0, 100]")
+    simplex_d: list[int] = Field(default=[32, 64, 128], min_length=3, description=">= 3 dims, each in [4, 1024]")
+    gamma0: float = Field(default=0.0, ge=0.0, lt=1.0, description="initial simplex overlap, in [0, 1)")
+    simplex_tau: float = Field(default=4.0, gt=0.0, le=50.0, description="simplex horizon, in (0, 50]")
+    fg_samples: int = Field(default=4096, ge=64, le=10_000_000, description="heads for f and g, in [64, 1e7]")
+    frozen_d: list[int] = Field(default=[8, 32, 128], min_length=3, description=">= 3 dims, each in [3, 1024]")
+    exit_d: list[int] = Field(default=[4, 8], min_length=1, description="dims of the exit law, each in [3, 1024]")
+    u0: list[float] = Field(default=[-0.6, -0.2, 0.2, 0.6], min_length=1, description="initial overlaps in (-1, 1)")
+    pairs: int = Field(default=1000, ge=10, le=10_000_000, description="pairs per (d, u0), in [10, 1e7]")
+    beta_self: float = Field(default=1000.0, ge=10.0, le=1e6, description="self-attending beta, in [10, 1e6]")
+    frozen_tau: float = Field(default=1.0, gt=0.0, le=10.0, description="time of the frozen check, in (0, 10]")
+    exit_horizon: float = Field(default=20.0, gt=0.0, le=100.0, description="exit horizon / (d-1), in (0, 100]")
+    exit_dtau: float = Field(default=0.01, gt=0.0, le=0.1, description="exit time step, in (0, 0.1]")
+    tradeoff_d: list[int] = Field(default=[32, 128], min_length=1, description="dims of the map, each in [4, 1024]")
+    tradeoff_n: list[int] = Field(default=[4, 8, 16, 32], min_length=1, description="ns of the map, each in [2, 1024]")
+    tradeoff_beta: list[float] = Field(
+        default=[0.0, 2.0, 4.0, 8.0, 16.0, 32.0], min_length=1, description="betas of the map, each in [0, 100]"
+    )
+    tol: float = Field(default=0.25, gt=0.0, le=1.0, description="allowed |slope - expected|, in (0, 1]")
+    level: float = Field(default=0.99, gt=0.5, lt=1.0, description="family-wise confidence level, in (0.5, 1)")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="base seed, in [0, 2^63)")
+    dtype: Literal["float32", "float64"] = Field(default="float32", description="float32 or float64")
+
+    @field_validator("logistic_d", "simplex_d", "tradeoff_d")
+    @classmethod
+    def _dims(cls, v: list[int]) -> list[int]:
+        return _check_ints(v, 4, 1024)
+
+    @field_validator("frozen_d", "exit_d")
+    @classmethod
+    def _fdims(cls, v: list[int]) -> list[int]:
+        return _check_ints(v, 3, 1024)
+
+    @field_validator("tradeoff_n")
+    @classmethod
+    def _tn(cls, v: list[int]) -> list[int]:
+        return _check_ints(v, 2, 1024)
+
+    @field_validator("logistic_beta")
+    @classmethod
+    def _lb(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if not 0.0 <= x <= 50.0:
+                raise ValueError(f"each beta must be in [0, 50], got {x}")
+        return sorted(set(v))
+
+    @field_validator("tradeoff_beta")
+    @classmethod
+    def _tb(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if not 0.0 <= x <= 100.0:
+                raise ValueError(f"each beta must be in [0, 100], got {x}")
+        return sorted(set(v))
+
+    @field_validator("u0")
+    @classmethod
+    def _u0(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if not -1.0 < x < 1.0:
+                raise ValueError(f"each u0 must be in (-1, 1), got {x}")
+        return sorted(set(v))
+
+
+def _offdiag_mean(g: torch.Tensor) -> torch.Tensor:
+    n = g.shape[-1]
+    return (g.sum((-1, -2)) - torch.diagonal(g, dim1=-2, dim2=-1).sum(-1)) / (n * (n - 1))
+
+
+class Homogenized(Experiment):
+    name = "homogenized"
+    summary = "model B: mean overlap vs the logistic ODE, simplex ODE, frozen overlaps and the logistic exit law"
+    Config = HomogenizedConfig
+    quick = {
+        "logistic_d": [16, 32, 64],
+        "systems": 256,
+        "tau_max": 2.0,
+        "simplex_d": [16, 32, 64],
+        "simplex_tau": 3.0,
+        "fg_samples": 1024,
+        "frozen_d": [8, 16, 32],
+        "exit_d": [4],
+        "pairs": 400,
+        "exit_dtau": 0.02,
+        "tradeoff_d": [32],
+        "tradeoff_n": [4, 16],
+        "tradeoff_beta": [0.0, 4.0, 16.0],
+    }
+
+    def plan(self, cfg: HomogenizedConfig) -> list[dict[str, Any]]:
+        if cfg.simplex_n > min(cfg.simplex_d):
+            raise ValueError(f"simplex_n: must be <= every simplex_d (min {min(cfg.simplex_d)}), got {cfg.simplex_n}")
+        units: list[dict[str, Any]] = []
+        units += [
+            {"id": f"logistic-b{b:g}-d{d}", "part": "logistic", "beta": b, "d": d}
+            for b in cfg.logistic_beta
+            for d in cfg.logistic_d
+        ]
+        units += [{"id": f"simplex-d{d}", "part": "simplex", "d": d} for d in cfg.simplex_d]
+        units += [{"id": f"frozen-d{d}", "part": "frozen", "d": d} for d in cfg.frozen_d]
+        units += [{"id": f"exit-d{d}", "part": "exit", "d": d} for d in cfg.exit_d]
+        units += [{"id": f"tradeoff-d{d}", "part": "tradeoff", "d": d} for d in cfg.tradeoff_d]
+        return units
+
+    def unit_cost(self, cfg: HomogenizedConfig, unit: dict[str, Any]) -> float:
+        part, d = unit["part"], unit["d"]
+        if part == "logistic":
+            k = 1 if unit["beta"] == 0 else cfg.samples
+            return cfg.systems * cfg.n * d * k * cfg.tau_max / cfg.dtau * 1e-6
+        if part == "simplex":
+            return cfg.systems * cfg.simplex_n * d * cfg.samples * cfg.simplex_tau / cfg.dtau * 1e-6
+        if part == "frozen":
+            return len(cfg.u0) * cfg.pairs * d * cfg.frozen_tau / cfg.dtau * 1e-6
+        if part == "exit":
+            return len(cfg.u0) * cfg.pairs * d * cfg.exit_horizon * (d - 1) / cfg.exit_dtau * 1e-6
+        return len(cfg.tradeoff_n) * len(cfg.tradeoff_beta) * cfg.fg_samples * 1e-4
+
+    def run_unit(
+        self, cfg: HomogenizedConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
+    ) -> list[dict[str, Any]]:
+        part = unit["part"]
+        if part == "logistic":
+            return self._logistic(cfg, unit["beta"], unit["d"], device, progress)
+        if part == "simplex":
+            return self._simplex(cfg, unit["d"], device, progress)
+        if part in ("frozen", "exit"):
+            return self._pairs(cfg, part, unit["d"], device, progress)
+        return self._tradeoff(cfg, unit["d"], progress)
+
+    # ------------------------------------------------------------------ parts
+    def _record(self, cfg: HomogenizedConfig, tau_max: float) -> tuple[int, int]:
+        """Even step count and recording interval (the coupled ``2 dtau`` run needs both even)."""
+        steps = 2 * max(1, round(tau_max / cfg.dtau / 2))
+        every = 2 * max(1, steps // 40)
+        return steps, every
+
+    def _logistic(
+        self, cfg: HomogenizedConfig, beta: float, d: int, device: str, progress: Progress | None
+    ) -> list[dict[str, Any]]:
+        dtype = getattr(torch, cfg.dtype)
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "logistic-x0", d))
+        x0 = uniform((cfg.systems, cfg.n), d, gen, dtype).to(device)
+        model = MultiheadLimit(Multihead(beta=beta), samples=cfg.samples, time="diffusive")
+        steps, every = self._record(cfg, cfg.tau_max)
+        fine, coarse = simulate_coupled(
+            model, x0, cfg.dtau, steps, cfg.seed, ("logistic", beta, d), every, **_cb(progress, steps)
+        )
+        assert fine.traj is not None and coarse.traj is not None
+        u = gram(fine.traj).mean((-1, -2)).double().cpu().numpy()  # (K, B)
+        uc = gram(coarse.traj).mean((-1, -2)).double().cpu().numpy()
+        tau = np.asarray(fine.times)
+        ode = th.logistic_overlap(u[0][None, :], tau[:, None])
+        dev = 2.0 * u - uc - ode  # Richardson: the O(dtau) bias of Euler-Maruyama removed
+        rows = []
+        for k, t in enumerate(tau):
+            rows.append(
+                {
+                    "part": "logistic",
+                    "beta": beta,
+                    "d": d,
+                    "tau": float(t),
+                    "mc": float(u[k].mean()),
+                    "ode": float(ode[k].mean()),
+                    "mean_dev": float(dev[k].mean()),
+                    "se_dev": float(dev[k].std() / math.sqrt(dev.shape[1])),
+                    "rms_dev": float(np.sqrt(((u[k] - ode[k]) ** 2).mean())),
+                    "step_bias": float((u[k] - uc[k]).mean()),
+                }
+            )
+        return rows
+
+    def _simplex(self, cfg: HomogenizedConfig, d: int, device: str, progress: Progress | None) -> list[dict[str, Any]]:
+        dtype = getattr(torch, cfg.dtype)
+        n, beta = cfg.simplex_n, cfg.simplex_beta
+        grid = np.linspace(cfg.gamma0, 1.0, 41)
+        rates = th.simplex_fg(n, d, beta, grid, cfg.fg_samples, derive_seed(cfg.seed, "fg", d))
+        x0 = simplex(n, d, cfg.gamma0, dtype).expand(cfg.systems, n, d).contiguous().to(device)
+        model = MultiheadLimit(Multihead(beta=beta), samples=cfg.samples, time="diffusive")
+        steps, every = self._record(cfg, cfg.simplex_tau)
+        fine, coarse = simulate_coupled(
+            model, x0, cfg.dtau, steps, cfg.seed, ("simplex", d), every, **_cb(progress, steps)
+        )
+        assert fine.traj is not None and coarse.traj is not None
+        gf = _offdiag_mean(gram(fine.traj).double()).cpu().numpy()  # (K, B)
+        gc = _offdiag_mean(gram(coarse.traj).double()).cpu().numpy()
+        gm = 2.0 * gf - gc  # Richardson
+        tau = np.asarray(fine.times)
+        from ..stats import z_for
+
+        z = z_for(cfg.level)
+        ode = th.simplex_overlap(rates, cfg.gamma0, tau)
+        lo = th.simplex_overlap(rates, cfg.gamma0, tau, z=-z)
+        hi = th.simplex_overlap(rates, cfg.gamma0, tau, z=z)
+        rows = []
+        for k, t in enumerate(tau):
+            dev = gm[k] - ode[k]
+            rows.append(
+                {
+                    "part": "simplex",
+                    "beta": beta,
+                    "d": d,
+                    "tau": float(t),
+                    "mc": float(gm[k].mean()),
+                    "ode": float(ode[k]),
+                    "ode_low": float(lo[k]),
+                    "ode_high": float(hi[k]),
+                    "mean_dev": float(dev.mean()),
+                    "se_dev": float(dev.std() / math.sqrt(dev.size)),
+                    "rms_dev": float(np.sqrt(((gf[k] - ode[k]) ** 2).mean())),
+                    "step_bias": float((gf[k] - gc[k]).mean()),
+                    "f0": float(rates.f[0]),
+                    "g0": float(rates.g[0]),
+                }
+            )
+        return rows
+
+    def _pairs(
+        self, cfg: HomogenizedConfig, part: str, d: int, device: str, progress: Progress | None
+    ) -> list[dict[str, Any]]:
+        """Self-attending pairs: displacement at ``frozen_tau`` (``frozen``) or the exit law (``exit``).
+
+        Steps are small in absolute diffusive time: each token moves by about
+        ``sqrt(dtau)`` per step (a near-rotation common to both), whatever ``d``.
+        """
+        dtype = getattr(torch, cfg.dtype)
+        eye = torch.eye(d, dtype=dtype, device=device)
+        model = MultiheadLimit(Multihead(beta=cfg.beta_self, sigma_a=0.0, abar=eye), samples=1, time="diffusive")
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, part, "x0", d))
+        x0 = torch.cat([pair_with_overlap(cfg.pairs, d, u, gen, dtype) for u in cfg.u0]).to(device)
+        u0 = np.repeat(np.asarray(cfg.u0), cfg.pairs)
+        horizon = cfg.frozen_tau if part == "frozen" else cfg.exit_horizon * (d - 1)
+        dtau = cfg.dtau if part == "frozen" else cfg.exit_dtau
+        steps = max(10, math.ceil(horizon / dtau))
+        x = simulate(model, x0, horizon / steps, steps, cfg.seed, (part, d), **_cb(progress, steps)).x
+        rho = (x[:, 0] * x[:, 1]).sum(-1).double().cpu().numpy()
+        rows: list[dict[str, Any]] = []
+        for u in cfg.u0:
+            sel = u0 == u
+            row: dict[str, Any] = {"part": part, "d": d, "u0": u, "tau": horizon, "runs": int(sel.sum())}
+            if part == "frozen":
+                row["rms_disp"] = float(np.sqrt(((rho[sel] - u) ** 2).mean()))
+                row["rms_disp_theory"] = math.sqrt(2 * horizon / (d - 1)) * (1 - u * u)
+            else:
+                plus = int((rho[sel] > 0).sum())
+                row["plus"] = plus
+                row["p_plus_mc"] = plus / int(sel.sum())
+                row["p_plus_theory"] = float(th.logistic_exit_plus(u))
+                row["undecided"] = float((np.abs(rho[sel]) < 0.99).mean())
+            rows.append(row)
+        return rows
+
+    def _tradeoff(self, cfg: HomogenizedConfig, d: int, progress: Progress | None) -> list[dict[str, Any]]:
+        rows = []
+        ns = [n for n in cfg.tradeoff_n if n <= d]
+        grid = np.linspace(0.0, 1.0, 21)
+        total = len(ns) * len(cfg.tradeoff_beta)
+        for i, n in enumerate(ns):
+            for j, beta in enumerate(cfg.tradeoff_beta):
+                rates = th.simplex_fg(n, d, beta, grid, cfg.fg_samples, derive_seed(cfg.seed, "map", d, n, beta))
+                t_half = th.half_time(rates)
+                u0, u1 = 1.0 / n, 0.5 + 0.5 / n  # beta = 0: u = gamma + (1 - gamma)/n is logistic
+                closed = math.log(u1 / (1 - u1)) - math.log(u0 / (1 - u0))
+                rows.append(
+                    {
+                        "part": "tradeoff",
+                        "d": d,
+                        "n": n,
+                        "beta": beta,
+                        "tau_half": t_half,
+                        "tau_half_beta0_closed": closed,
+                        "f0": float(rates.f[0]),
+                        "g0": float(rates.g[0]),
+                    }
+                )
+                if progress:
+                    progress((i * len(cfg.tradeoff_beta) + j + 1) / total)
+        return rows
+
+    # ------------------------------------------------------------------ verdict
+    @staticmethod
+    def _end(table: pd.DataFrame, part: str) -> pd.DataFrame:
+        sub = table[table["part"] == part]
+        return sub[sub["tau"] == sub.groupby(["beta", "d"])["tau"].transform("max")]
+
+    def slopes(self, cfg: HomogenizedConfig, table: pd.DataFrame) -> dict[str, tuple[float, float]]:
+        out: dict[str, tuple[float, float]] = {}
+        end = self._end(table, "logistic")
+        for b in cfg.logistic_beta:
+            s = end[end["beta"] == b].sort_values("d")
+            out[f"logistic_rms_b{b:g}"] = loglog_slope(s["d"], s["rms_dev"])
+            out[f"logistic_mean_b{b:g}"] = loglog_slope(s["d"], s["mean_dev"], s["se_dev"])
+        sim = table[table["part"] == "simplex"]
+        sim = table[table["part"] == "simplex"]
+        first = sim[sim["d"] == sim["d"].min()]
+        t_star = float(first["tau"].to_numpy()[np.argmax(first["mean_dev"].abs().to_numpy())])
+        at = sim[np.isclose(sim["tau"], t_star)].sort_values("d")
+        out["simplex_mean"] = loglog_slope(at["d"], at["mean_dev"], at["se_dev"])
+        out["simplex_tau_star"] = (t_star, float("nan"))
+        fr = table[table["part"] == "frozen"].groupby("d")["rms_disp"].apply(lambda v: float(np.sqrt((v**2).mean())))
+        out["frozen_rms"] = loglog_slope(fr.index.to_numpy() - 1, fr.to_numpy())
+        return out
+
+    def verdict(self, cfg: HomogenizedConfig, table: pd.DataFrame) -> dict[str, Any]:
+        sl = self.slopes(cfg, table)
+        checks = []
+        for b in cfg.logistic_beta:
+            s, se = sl[f"logistic_rms_b{b:g}"]
+            checks.append(
+                {
+                    "name": f"beta={b:g}: fluctuation of u around the logistic curve ~ d^-1/2",
+                    "passed": bool(abs(s + 0.5) <= cfg.tol),
+                    "detail": f"RMS deviation at tau={cfg.tau_max:g}: slope {s:.3f} ± {se:.3f} in d (expected -0.5)",
+                }
+            )
+            s, se = sl[f"logistic_mean_b{b:g}"]
+            checks.append(
+                {
+                    "name": f"beta={b:g}: mean of u follows the logistic curve up to O(1/d)",
+                    "passed": bool(abs(s + 1.0) <= cfg.tol),
+                    "detail": f"|E u - u_ode| at tau={cfg.tau_max:g}: slope {s:.3f} ± {se:.3f} in d (expected -1)",
+                }
+            )
+        s, se = sl["simplex_mean"]
+        sim = table[table["part"] == "simplex"]
+        checks.append(
+            {
+                "name": "simplex overlap follows the comparison ODE up to O(1/d)",
+                "passed": bool(abs(s + 1.0) <= cfg.tol),
+                "detail": f"|E gamma - gamma_ode| at tau={sl['simplex_tau_star'][0]:g} (largest at the smallest d): "
+                f"slope {s:.3f} ± {se:.3f} in d (expected -1); "
+                f"sup over tau at d={int(sim['d'].max())}: "
+                f"{sim[sim['d'] == sim['d'].max()]['mean_dev'].abs().max():.4f}",
+            }
+        )
+        fr = table[table["part"] == "frozen"]
+        ex = table[table["part"] == "exit"]
+        s, se = sl["frozen_rms"]
+        checks.append(
+            {
+                "name": "self-attending overlaps are frozen for tau << d",
+                "passed": bool(abs(s + 0.5) <= cfg.tol),
+                "detail": f"RMS displacement at tau={cfg.frozen_tau:g}: slope {s:.3f} ± {se:.3f} in d-1 "
+                "(expected -0.5); "
+                f"measured/theory {fr['rms_disp'].sum() / fr['rms_disp_theory'].sum():.3f}",
+            }
+        )
+        z = bonferroni_z(cfg.level, len(ex))
+        lo, hi = wilson(ex["plus"].to_numpy(), ex["runs"].to_numpy(), z)
+        theory = ex["p_plus_theory"].to_numpy()
+        inside = (lo <= theory) & (theory <= hi)
+        checks.append(
+            {
+                "name": "logistic exit law arcsin(u0)/pi + 1/2",
+                "passed": bool(inside.all() and (ex["undecided"] <= 0.01).all()),
+                "detail": f"{int(inside.sum())}/{len(ex)} (d, u0) cells inside family-wise {cfg.level} "
+                "Wilson intervals; "
+                f"max |mc - theory| = {np.abs(ex['p_plus_mc'] - theory).max():.4f}; "
+                f"max undecided {ex['undecided'].max():.4f}",
+            }
+        )
+        tr = table[(table["part"] == "tradeoff") & (table["beta"] == 0.0)]
+        if not tr.empty:
+            err = float((tr["tau_half"] / tr["tau_half_beta0_closed"] - 1).abs().max())
+            checks.append(
+                {
+                    "name": "trade-off map at beta = 0 equals the closed form",
+                    "passed": bool(err < 1e-5),
+                    "detail": f"max relative error of the half-overlap time {err:.2e}",
+                }
+            )
+        return {"verdict": "PASS" if all(c["passed"] for c in checks) else "FAIL", "checks": checks}
+
+    def figures(self, cfg: HomogenizedConfig, table: pd.DataFrame) -> dict[str, Any]:
+        import matplotlib.pyplot as plt
+
+        figs: dict[str, Any] = {}
+        lg = table[table["part"] == "logistic"]
+        fig, axes = plt.subplots(1, len(cfg.logistic_beta) + 1, figsize=(4.2 * (len(cfg.logistic_beta) + 1), 3.8))
+        colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(cfg.logistic_d)))
+        for ax, b in zip(axes[:-1], cfg.logistic_beta, strict=True):
+            for c, d in zip(colors, cfg.logistic_d, strict=True):
+                s = lg[(lg["beta"] == b) & (lg["d"] == d)]
+                ax.plot(s["tau"], s["ode"], color=c, ls="--", lw=1)
+                ax.fill_between(s["tau"], s["mc"] - s["rms_dev"], s["mc"] + s["rms_dev"], color=c, alpha=0.15)
+                ax.plot(s["tau"], s["mc"], color=c, label=f"d={d}")
+            ax.set_title(rf"mean overlap, $\beta$={b:g} (dashed: logistic)")
+            ax.set_xlabel(r"$\tau$")
+            ax.legend(fontsize=7)
+        ax = axes[-1]
+        end = self._end(table, "logistic")
+        for b in cfg.logistic_beta:
+            s = end[end["beta"] == b].sort_values("d")
+            ax.loglog(s["d"], s["rms_dev"], "o-", label=rf"RMS dev, $\beta$={b:g}")
+            ax.loglog(s["d"], s["mean_dev"].abs(), "s--", label=rf"|mean dev|, $\beta$={b:g}")
+        ax.set_xlabel("d")
+        ax.set_title(r"deviation at $\tau_{max}$ (slopes -1/2, -1)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        figs["logistic"] = fig
+
+        fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.8))
+        sim = table[table["part"] == "simplex"]
+        colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(cfg.simplex_d)))
+        for c, d in zip(colors, cfg.simplex_d, strict=True):
+            s = sim[sim["d"] == d]
+            axes[0].plot(s["tau"], s["mc"], color=c, label=f"MC d={d}")
+            axes[0].plot(s["tau"], s["ode"], color=c, ls="--", lw=1)
+            axes[0].fill_between(s["tau"], s["ode_low"], s["ode_high"], color=c, alpha=0.3)
+        axes[0].set_title(rf"simplex overlap, n={cfg.simplex_n}, $\beta$={cfg.simplex_beta:g} (dashed: ODE)")
+        axes[0].set_xlabel(r"$\tau$")
+        axes[0].legend(fontsize=7)
+        fr = table[table["part"] == "exit"]
+        for d in cfg.exit_d:
+            s = fr[fr["d"] == d]
+            axes[1].errorbar(
+                s["u0"],
+                s["p_plus_mc"],
+                yerr=2.576 * np.sqrt(s["p_plus_mc"] * (1 - s["p_plus_mc"]) / s["runs"]),
+                fmt="o",
+                capsize=2,
+                label=f"d={d}",
+            )
+        u = np.linspace(-0.99, 0.99, 200)
+        axes[1].plot(u, th.logistic_exit_plus(u), "k-", lw=1, label=r"$\arcsin(u_0)/\pi + 1/2$")
+        axes[1].set_xlabel(r"$u_0$")
+        axes[1].set_title(r"self-attending pairs: $P(u \to +1)$")
+        axes[1].legend(fontsize=7)
+        tr = table[table["part"] == "tradeoff"]
+        for d in cfg.tradeoff_d:
+            for n in sorted(tr[tr["d"] == d]["n"].unique()):
+                s = tr[(tr["d"] == d) & (tr["n"] == n)]
+                axes[2].plot(s["beta"], s["tau_half"], "o-", label=f"d={d}, n={n}")
+        axes[2].set_yscale("log")
+        axes[2].set_xlabel(r"$\beta$")
+        axes[2].set_title(r"trade-off: time to overlap 1/2 (simplex ODE)")
+        axes[2].legend(fontsize=6)
+        fig.tight_layout()
+        figs["homogenized"] = fig
+        return figs
+
+
+def _cb(progress: Progress | None, steps: int) -> dict[str, Any]:
+    if progress is None:
+        return {}
+    every = max(1, steps // 50)
+    return {"on_step": lambda k: progress((k + 1) / steps) if (k + 1) % every == 0 else None}
