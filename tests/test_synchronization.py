@@ -1,10 +1,13 @@
 """Model C theory (kappa, the synchronization constants), the experiment and the CLI."""
 
+import json
 import math
+import subprocess
 import sys
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import integrate, special
@@ -248,3 +251,114 @@ def dataclasses_error():
     import dataclasses
 
     return dataclasses.FrozenInstanceError
+
+
+# --------------------------------------------------------------------- experiment and CLI
+def test_split_law_is_the_uniform_sign_pattern_law():
+    from itertools import product
+
+    from tokensde.experiments.synchronization import split_law
+
+    for n in (2, 5, 6):
+        counts = np.zeros(n // 2 + 1)
+        for signs in product((1, -1), repeat=n):
+            plus = sum(s > 0 for s in signs)
+            counts[min(plus, n - plus)] += 1
+        np.testing.assert_allclose(split_law(n), counts / 2**n, rtol=1e-15)
+
+
+def test_quick_synchronization_passes_and_its_verdict_can_fail(tmp_path):
+    from tokensde.experiments import REGISTRY
+    from tokensde.runtime import run_experiment
+
+    exp = REGISTRY["synchronization"]
+    cfg = exp.Config(**exp.quick)
+    verdict = run_experiment(exp, cfg, tmp_path / "run", show_progress=False)
+    assert verdict["verdict"] == "PASS", verdict
+    table = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    tab = table[table["part"] == "table"]
+    assert len(tab) == 4 * 3 * 2
+    for col in ("kappa_1", "kappa_prime_1", "lambda_1", "lambda_bar", "lambda_bar_prime"):
+        assert tab[col].notna().all()
+    row = tab[(tab["activation"] == "relu") & (tab["d"] == 64) & (tab["sigma_u"] == 0.1)].iloc[0]
+    assert row["kappa_1"] == pytest.approx(1 / 128 + 0.01 / 2 + 0.01)
+    for f in ("sync_table", "clustering", "exponent", "energy"):
+        assert (tmp_path / "run" / f"{f}.png").exists()
+    # the checks are not vacuous: the repulsive run violates the bound it is not checked against
+    en = table[(table["part"] == "energy") & (table["c"] == -1.0)]
+    assert (en["excess"] > 3 * en["excess_se"]).any()
+    # a wrong theory value makes the verdict fail
+    bad = table.copy()
+    ex = bad["part"] == "exponent"
+    bad.loc[ex, "lambda_1"] = bad.loc[ex, "lambda_1"] * 1.2
+    assert exp.verdict(cfg, bad)["verdict"] == "FAIL"
+    bad = table.copy()
+    cl = (bad["part"] == "cluster") & (bad["activation"] == "tanh")
+    bad.loc[cl, "p_theory"] = 1.0  # "tanh collapses or splits with probability 1" is refuted
+    assert exp.verdict(cfg, bad)["verdict"] == "FAIL"
+
+
+def run_cli(*args):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_theory_sync_json():
+    r = run_cli("theory", "sync", "--activation", "tanh", "--d", "64", "--sigma-u", "0.1", "--sigma-w", "0.1", "--json")
+    assert r.returncode == 0, r.stderr
+    obj = json.loads(r.stdout)
+    c = S.constants("tanh", 64, 0.1, 0.1, beta=1.0)
+    for key in ("kappa_1", "kappa_prime_1", "lambda_1", "lambda_bar", "lambda_bar_prime"):
+        assert obj[key] == pytest.approx(getattr(c, key), rel=1e-12)
+    assert obj["activation"] == "tanh" and obj["d"] == 64 and obj["beta"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "args,field",
+    [
+        (["--d", "1"], "d"),
+        (["--activation", "softplus"], "activation"),
+        (["--sigma-u", "-0.1"], "sigma_u"),
+        (["--sigma-w", "nan"], "sigma_w"),
+        (["--beta", "-1"], "beta"),
+    ],
+)
+def test_cli_theory_sync_rejects_bad_input(args, field):
+    r = run_cli("theory", "sync", *args, "--json")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}:") and "allowed" in lines[0]
+    assert r.stdout == ""
+
+
+def test_cli_run_rejects_a_non_decaying_energy_setting(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('energy_setting = {activation = "tanh", d = 8}\n')  # odd field: lambda_bar' >= 0
+    r = run_cli("run", "synchronization", "--config", str(cfg), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "energy_setting" in lines[0] and "lambda_bar'" in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "data,field",
+    [
+        ({"exponent_r_lo": 1e-5}, "exponent_r_lo"),
+        ({"cluster_runs": 3}, "cluster_runs"),
+        ({"exponent_settings": [{"activation": "relu", "d": 1}]}, "exponent_settings"),
+        ({"table_bias": [0.0, 2.0]}, "table_bias"),
+        ({"energy_c": [1.0, float("nan")]}, "energy_c"),
+        ({"foo": 1}, "foo"),
+    ],
+)
+def test_bad_synchronization_config_exits_2_naming_the_field(capsys, data, field):
+    import typer
+
+    from tokensde.cli import validate
+    from tokensde.experiments.synchronization import SynchronizationConfig
+
+    with pytest.raises(typer.Exit) as e:
+        validate(SynchronizationConfig, data)
+    assert e.value.exit_code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}"), lines

@@ -249,6 +249,50 @@ def two_point(
         console.print(f"{k:>20}: {v}")
 
 
+class SyncArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    activation: Literal["relu", "tanh", "silu", "sigmoid", "gelu"] = Field(
+        description="relu, tanh, silu, sigmoid or gelu"
+    )
+    d: int = Field(ge=2, le=100_000, description="integer in [2, 1e5]")
+    sigma_u: float = Field(ge=0.0, le=1.0, description="number in [0, 1]")
+    sigma_w: float = Field(ge=0.0, le=100.0, description="number in [0, 100]")
+    beta: float = Field(ge=0.0, le=1e3, description="number in [0, 1e3]")
+
+
+@theory_app.command("sync")
+def sync(
+    activation: Annotated[str, typer.Option("--activation", help="relu, tanh, silu, sigmoid or gelu")] = "relu",
+    d: Annotated[int, typer.Option("--d", help="dimension")] = 4,
+    sigma_u: Annotated[float, typer.Option("--sigma-u", help="std of the bias b_U")] = 0.0,
+    sigma_w: Annotated[float, typer.Option("--sigma-w", help="std of the bias b_W")] = 0.0,
+    beta: Annotated[float, typer.Option("--beta", help="inverse temperature (for lambda_bar')")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Model C: kappa(1), kappa'(1), lambda_1, lambda_bar and lambda_bar' of a random-MLP law."""
+    args = validate(SyncArgs, dict(activation=activation, d=d, sigma_u=sigma_u, sigma_w=sigma_w, beta=beta))
+    from .theory import synchronization as C
+
+    k = C.kernel(args.activation, args.d, args.sigma_u, args.sigma_w)
+    rate, u_star = k.energy_rate(args.beta)
+    res = {
+        "model": "mlp-noise",
+        **args.model_dump(),
+        "kappa_1": k.kappa_1,
+        "kappa_prime_1": k.kappa_prime_1,
+        "lambda_1": k.lambda_1,
+        "lambda_bar": k.lambda_bar,
+        "lambda_bar_prime": rate,
+        "u_star": u_star,
+        "odd_field": C.is_odd(args.activation, args.sigma_u, args.sigma_w),
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(res) + "\n")
+        return
+    for key, v in res.items():
+        console.print(f"{key:>20}: {v}")
+
+
 def main() -> None:
     app()
 
