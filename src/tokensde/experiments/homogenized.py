@@ -60,13 +60,14 @@ class HomogenizedConfig(ExperimentConfig):
 
     n: int = Field(default=16, ge=2, le=1024, description="tokens of the logistic part, in [2, 1024]")
     logistic_beta: list[float] = Field(default=[0.0, 1.0], min_length=1, description="betas, each in [0, 50]")
-    logistic_d: list[int] = Field(default=[16, 32, 64, 128], min_length=3, description=">= 3 dims, each in [4, 1024]")
+    logistic_d: list[int] = Field(default=[32, 64, 128, 256], min_length=3, description=">= 3 dims, each in [4, 1024]")
     tau_max: float = Field(default=3.0, gt=0.0, le=50.0, description="diffusive horizon, in (0, 50]")
     dtau: float = Field(default=0.02, gt=0.0, le=0.1, description="diffusive time step, in (0, 0.1]")
     samples: int = Field(default=4, ge=1, le=256, description="heads sampled per step, in [1, 256]")
-    systems: int = Field(default=512, ge=16, le=1_000_000, description="systems per cell, in [16, 1e6]")
+    systems: int = Field(default=1024, ge=16, le=1_000_000, description="systems per logistic cell, in [16, 1e6]")
     simplex_n: int = Field(default=8, ge=2, le=256, description="tokens on the simplex, in [2, 256]")
     simplex_beta: float = Field(default=8.0, ge=0.0, le=100.0, description="simplex beta, in [0, 100]")
+    simplex_systems: int = Field(default=512, ge=16, le=1_000_000, description="systems per simplex cell, [16, 1e6]")
     simplex_d: list[int] = Field(default=[32, 64, 128], min_length=3, description=">= 3 dims, each in [4, 1024]")
     gamma0: float = Field(default=0.0, ge=0.0, lt=1.0, description="initial simplex overlap, in [0, 1)")
     simplex_tau: float = Field(default=4.0, gt=0.0, le=50.0, description="simplex horizon, in (0, 50]")
@@ -89,10 +90,19 @@ class HomogenizedConfig(ExperimentConfig):
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="base seed, in [0, 2^63)")
     dtype: Literal["float32", "float64"] = Field(default="float32", description="float32 or float64")
 
-    @field_validator("logistic_d", "simplex_d", "tradeoff_d")
+    @field_validator("logistic_d", "tradeoff_d")
     @classmethod
     def _dims(cls, v: list[int]) -> list[int]:
         return _check_ints(v, 4, 1024)
+
+    @field_validator("simplex_d")
+    @classmethod
+    def _sdims(cls, v: list[int], info: Any) -> list[int]:
+        v = _check_ints(v, 4, 1024)
+        n = info.data.get("simplex_n")
+        if n is not None and n > v[0]:
+            raise ValueError(f"each simplex_d must be >= simplex_n = {n} (a simplex of n points needs n <= d)")
+        return v
 
     @field_validator("frozen_d", "exit_d")
     @classmethod
@@ -139,9 +149,11 @@ class Homogenized(Experiment):
     summary = "model B: mean overlap vs the logistic ODE, simplex ODE, frozen overlaps and the logistic exit law"
     Config = HomogenizedConfig
     quick = {
-        "logistic_d": [16, 32, 64],
-        "systems": 256,
-        "tau_max": 2.0,
+        "n": 8,
+        "logistic_beta": [0.0],
+        "logistic_d": [32, 64, 128],
+        "systems": 2048,
+        "simplex_systems": 256,
         "simplex_d": [16, 32, 64],
         "simplex_tau": 3.0,
         "fg_samples": 1024,
@@ -155,8 +167,6 @@ class Homogenized(Experiment):
     }
 
     def plan(self, cfg: HomogenizedConfig) -> list[dict[str, Any]]:
-        if cfg.simplex_n > min(cfg.simplex_d):
-            raise ValueError(f"simplex_n: must be <= every simplex_d (min {min(cfg.simplex_d)}), got {cfg.simplex_n}")
         units: list[dict[str, Any]] = []
         units += [
             {"id": f"logistic-b{b:g}-d{d}", "part": "logistic", "beta": b, "d": d}
@@ -175,7 +185,7 @@ class Homogenized(Experiment):
             k = 1 if unit["beta"] == 0 else cfg.samples
             return cfg.systems * cfg.n * d * k * cfg.tau_max / cfg.dtau * 1e-6
         if part == "simplex":
-            return cfg.systems * cfg.simplex_n * d * cfg.samples * cfg.simplex_tau / cfg.dtau * 1e-6
+            return cfg.simplex_systems * cfg.simplex_n * d * cfg.samples * cfg.simplex_tau / cfg.dtau * 1e-6
         if part == "frozen":
             return len(cfg.u0) * cfg.pairs * d * cfg.frozen_tau / cfg.dtau * 1e-6
         if part == "exit":
@@ -241,7 +251,7 @@ class Homogenized(Experiment):
         n, beta = cfg.simplex_n, cfg.simplex_beta
         grid = np.linspace(cfg.gamma0, 1.0, 41)
         rates = th.simplex_fg(n, d, beta, grid, cfg.fg_samples, derive_seed(cfg.seed, "fg", d))
-        x0 = simplex(n, d, cfg.gamma0, dtype).expand(cfg.systems, n, d).contiguous().to(device)
+        x0 = simplex(n, d, cfg.gamma0, dtype).expand(cfg.simplex_systems, n, d).contiguous().to(device)
         model = MultiheadLimit(Multihead(beta=beta), samples=cfg.samples, time="diffusive")
         steps, every = self._record(cfg, cfg.simplex_tau)
         fine, coarse = simulate_coupled(

@@ -73,10 +73,13 @@ class ScalingRegimesConfig(ExperimentConfig):
 
     @field_validator("eta")
     @classmethod
-    def _eta(cls, v: list[float]) -> list[float]:
+    def _eta(cls, v: list[float], info: Any) -> list[float]:
+        t = info.data.get("T")
         for x in v:
             if not 0.0 < x <= 0.5:
                 raise ValueError(f"each eta must be in (0, 0.5], got {x}")
+            if t is not None and not math.isclose(round(t / x) * x, t, rel_tol=1e-9):
+                raise ValueError(f"each eta must divide T = {t} (an integer number of layers), got {x}")
         v = sorted(set(v), reverse=True)
         if len(v) < 3:
             raise ValueError("eta needs at least 3 distinct values")

@@ -1,0 +1,63 @@
+"""Model B experiments end to end (quick) and their config validation."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tokensde.experiments import REGISTRY
+from tokensde.runtime import run_experiment
+
+CLI = [sys.executable, "-m", "tokensde.cli"]
+
+
+def test_scaling_regimes_quick(tmp_path):
+    exp = REGISTRY["scaling-regimes"]
+    verdict = run_experiment(exp, exp.Config(**exp.quick), tmp_path / "run", show_progress=False)
+    assert verdict["verdict"] == "PASS", verdict
+    table = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert set(table["series"]) == {"ballistic", "modified", "diffusive"}
+    # the diffusive series really is noisy: the ODE is far off there
+    assert table[table["series"] == "diffusive"]["err_ballistic"].min() > 0.1
+    assert (tmp_path / "run" / "scaling_regimes.png").exists()
+
+
+def test_homogenized_quick(tmp_path):
+    exp = REGISTRY["homogenized"]
+    verdict = run_experiment(exp, exp.Config(**exp.quick), tmp_path / "run", show_progress=False)
+    assert verdict["verdict"] == "PASS", verdict
+    table = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert {"logistic", "simplex", "frozen", "exit", "tradeoff"} <= set(table["part"])
+    # attention in the simplex part is far from uniform, so the simplex ODE differs from the logistic one
+    sim = table[table["part"] == "simplex"]
+    assert (sim["f0"] > 2 * sim["g0"]).all()
+    assert json.loads((tmp_path / "run" / "verdict.json").read_text())["verdict"] == "PASS"
+    for f in ("logistic.png", "homogenized.png"):
+        assert (tmp_path / "run" / f).exists()
+
+
+@pytest.mark.parametrize(
+    "name,toml,field",
+    [
+        ("scaling-regimes", "eta = [0.2, 0.1]", "eta"),
+        ("scaling-regimes", "eta = [0.3, 0.1, 0.05]", "eta"),  # 0.3 does not divide T = 2
+        ("scaling-regimes", "vbar = 0.0", "vbar"),
+        ("scaling-regimes", "systems = nan", "systems"),
+        ("homogenized", "simplex_n = 64", "simplex_d"),
+        ("homogenized", "u0 = [1.0]", "u0"),
+        ("homogenized", "dtau = inf", "dtau"),
+        ("homogenized", "logistic_d = [32, 2048, 64]", "logistic_d"),
+        ("homogenized", "heads = 3", "heads"),
+    ],
+)
+def test_cli_rejects_bad_config(tmp_path, name, toml, field):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml + "\n")
+    out = tmp_path / "out"
+    r = subprocess.run([*CLI, "run", name, "--config", str(cfg), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0], r.stderr
+    assert not out.exists()
