@@ -47,7 +47,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -55,7 +54,7 @@ from ..activations import Activation, ActivationLike, get_activation
 from ..attention import barycenters
 from ..noise import kernel_factor
 from ..sphere import normalize
-from ..theory.synchronization import Kernel, kernel
+from ..theory.synchronization import Kernel, gauss_hermite, kernel
 
 __all__ = ["MLPNoise", "TorchKernel", "torch_kernel", "factor", "ROUTES"]
 
@@ -66,11 +65,8 @@ _CHUNK = 4_000_000
 
 def _gh_torch(n: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
     """Gauss–Hermite nodes and normalised weights (``E[f(X)]``, ``X ~ N(0,1)``) as a small tensor."""
-    x, w = np.polynomial.hermite_e.hermegauss(n)
-    return (
-        torch.as_tensor(x, dtype=dtype, device=device),
-        torch.as_tensor(w / w.sum(), dtype=dtype, device=device),
-    )
+    x, w = gauss_hermite(n)
+    return torch.as_tensor(x, dtype=dtype, device=device), torch.as_tensor(w, dtype=dtype, device=device)
 
 
 class TorchKernel:
