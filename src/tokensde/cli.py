@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -273,17 +274,11 @@ def sync(
     args = validate(SyncArgs, dict(activation=activation, d=d, sigma_u=sigma_u, sigma_w=sigma_w, beta=beta))
     from .theory import synchronization as C
 
-    k = C.kernel(args.activation, args.d, args.sigma_u, args.sigma_w)
-    rate, u_star = k.energy_rate(args.beta)
+    consts = C.constants(args.activation, args.d, args.sigma_u, args.sigma_w, args.beta)
     res = {
         "model": "mlp-noise",
         **args.model_dump(),
-        "kappa_1": k.kappa_1,
-        "kappa_prime_1": k.kappa_prime_1,
-        "lambda_1": k.lambda_1,
-        "lambda_bar": k.lambda_bar,
-        "lambda_bar_prime": rate,
-        "u_star": u_star,
+        **dataclasses.asdict(consts),
         "odd_field": C.is_odd(args.activation, args.sigma_u, args.sigma_w),
     }
     if as_json:

@@ -16,9 +16,17 @@ from typing import Any, ClassVar
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ExperimentConfig", "Experiment", "Progress"]
+__all__ = ["ExperimentConfig", "Experiment", "Progress", "each_in"]
 
 Progress = Callable[[float], None]
+
+
+def each_in(values: list[Any], lo: float, hi: float, what: str = "value") -> list[Any]:
+    """Validator helper: every entry in ``[lo, hi]`` (else a ``ValueError`` naming the range); sorted, unique."""
+    for x in values:
+        if not lo <= x <= hi:
+            raise ValueError(f"each {what} must be in [{lo:g}, {hi:g}], got {x}")
+    return sorted(set(values))
 
 
 class ExperimentConfig(BaseModel):

@@ -43,16 +43,9 @@ from ..solvers import simulate, simulate_coupled
 from ..sphere import gram, pair_with_overlap, simplex, uniform
 from ..stats import bonferroni_z, loglog_slope, wilson
 from ..theory import homogenized as th
-from .base import Experiment, ExperimentConfig, Progress
+from .base import Experiment, ExperimentConfig, Progress, each_in
 
 __all__ = ["Homogenized", "HomogenizedConfig"]
-
-
-def _check_ints(v: list[int], lo: int, hi: int) -> list[int]:
-    for x in v:
-        if not lo <= x <= hi:
-            raise ValueError(f"each value must be in [{lo}, {hi}], got {x}")
-    return sorted(set(v))
 
 
 class HomogenizedConfig(ExperimentConfig):
@@ -93,12 +86,12 @@ class HomogenizedConfig(ExperimentConfig):
     @field_validator("logistic_d", "tradeoff_d")
     @classmethod
     def _dims(cls, v: list[int]) -> list[int]:
-        return _check_ints(v, 4, 1024)
+        return each_in(v, 4, 1024, "d")
 
     @field_validator("simplex_d")
     @classmethod
     def _sdims(cls, v: list[int], info: Any) -> list[int]:
-        v = _check_ints(v, 4, 1024)
+        v = each_in(v, 4, 1024, "d")
         n = info.data.get("simplex_n")
         if n is not None and n > v[0]:
             raise ValueError(f"each simplex_d must be >= simplex_n = {n} (a simplex of n points needs n <= d)")
@@ -107,28 +100,22 @@ class HomogenizedConfig(ExperimentConfig):
     @field_validator("frozen_d", "exit_d")
     @classmethod
     def _fdims(cls, v: list[int]) -> list[int]:
-        return _check_ints(v, 3, 1024)
+        return each_in(v, 3, 1024, "d")
 
     @field_validator("tradeoff_n")
     @classmethod
     def _tn(cls, v: list[int]) -> list[int]:
-        return _check_ints(v, 2, 1024)
+        return each_in(v, 2, 1024, "n")
 
     @field_validator("logistic_beta")
     @classmethod
     def _lb(cls, v: list[float]) -> list[float]:
-        for x in v:
-            if not 0.0 <= x <= 50.0:
-                raise ValueError(f"each beta must be in [0, 50], got {x}")
-        return sorted(set(v))
+        return each_in(v, 0.0, 50.0, "beta")
 
     @field_validator("tradeoff_beta")
     @classmethod
     def _tb(cls, v: list[float]) -> list[float]:
-        for x in v:
-            if not 0.0 <= x <= 100.0:
-                raise ValueError(f"each beta must be in [0, 100], got {x}")
-        return sorted(set(v))
+        return each_in(v, 0.0, 100.0, "beta")
 
     @field_validator("u0")
     @classmethod

@@ -37,7 +37,7 @@ from ..noise import NoiseStream, derive_seed
 from ..sphere import pair_with_overlap
 from ..stats import bonferroni_z, wilson, z_for
 from ..theory import value_noise as theory_a
-from .base import Experiment, ExperimentConfig, Progress
+from .base import Experiment, ExperimentConfig, Progress, each_in
 
 __all__ = ["PhaseDiagram", "PhaseDiagramConfig", "simulate_pairs"]
 
@@ -66,18 +66,12 @@ class PhaseDiagramConfig(ExperimentConfig):
     @field_validator("d")
     @classmethod
     def _d_range(cls, v: list[int]) -> list[int]:
-        for x in v:
-            if not 2 <= x <= 512:
-                raise ValueError(f"each d must be in [2, 512], got {x}")
-        return sorted(set(v))
+        return each_in(v, 2, 512, "d")
 
     @field_validator("beta")
     @classmethod
     def _beta_range(cls, v: list[float]) -> list[float]:
-        for x in v:
-            if not 0.0 <= x <= 50.0:
-                raise ValueError(f"each beta must be in [0, 50], got {x}")
-        return sorted(set(v))
+        return each_in(v, 0.0, 50.0, "beta")
 
     @field_validator("T_max")
     @classmethod

@@ -56,6 +56,7 @@ tokens, which is what makes ``lambda_bar`` negative at small ``d``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
@@ -72,7 +73,7 @@ from ..solvers import SOLVERS, simulate
 from ..sphere import normalize, tangent_project, uniform
 from ..stats import bonferroni_z, wilson, z_for
 from ..theory import synchronization as theory_c
-from .base import Experiment, ExperimentConfig, Progress
+from .base import Experiment, ExperimentConfig, Progress, each_in
 
 __all__ = ["Synchronization", "SynchronizationConfig", "Setting", "distance_exponent"]
 
@@ -147,18 +148,12 @@ class SynchronizationConfig(ExperimentConfig):
     @field_validator("table_d")
     @classmethod
     def _d_range(cls, v: list[int]) -> list[int]:
-        for x in v:
-            if not 2 <= x <= 4096:
-                raise ValueError(f"each d must be in [2, 4096], got {x}")
-        return sorted(set(v))
+        return each_in(v, 2, 4096, "d")
 
     @field_validator("table_bias")
     @classmethod
     def _bias_range(cls, v: list[float]) -> list[float]:
-        for x in v:
-            if not 0.0 <= x <= 1.0:
-                raise ValueError(f"each bias must be in [0, 1], got {x}")
-        return sorted(set(v))
+        return each_in(v, 0.0, 1.0, "bias")
 
     @field_validator("energy_c")
     @classmethod
@@ -374,8 +369,6 @@ class Synchronization(Experiment):
         for act in cfg.table_activations:
             for d in cfg.table_d:
                 for b in cfg.table_bias:
-                    k = theory_c.kernel(act, d, b, b)
-                    rate, u_star = k.energy_rate(cfg.beta)
                     rows.append(
                         {
                             "part": "table",
@@ -384,15 +377,10 @@ class Synchronization(Experiment):
                             "sigma_u": b,
                             "sigma_w": b,
                             "beta": cfg.beta,
-                            "kappa_1": k.kappa_1,
-                            "kappa_prime_1": k.kappa_prime_1,
-                            "lambda_1": k.lambda_1,
-                            "lambda_bar": k.lambda_bar,
-                            "lambda_bar_prime": rate,
-                            "u_star": u_star,
+                            **dataclasses.asdict(theory_c.constants(act, d, b, b, cfg.beta)),
                             "exponent_two_point": theory_c.two_point_motion(d, act, b, b).exponent_collapse,
                             "odd": theory_c.is_odd(act, b, b),
-                            "gh_order": k.order,
+                            "gh_order": theory_c.kernel(act, d, b, b).order,
                         }
                     )
                     if progress is not None:

@@ -509,6 +509,7 @@ class SyncConstants:
     lambda_1: float
     lambda_bar: float
     lambda_bar_prime: float
+    u_star: float  # where the infimum of F defining lambda_bar' is attained
 
 
 def constants(
@@ -516,10 +517,12 @@ def constants(
 ) -> SyncConstants:
     """``kappa(1)``, ``kappa'(1)``, ``lambda_1``, ``lambda_bar`` and ``lambda_bar'`` (inverse temperature ``beta``)."""
     k = kernel(activation, d, sigma_u, sigma_w)
+    rate, u_star = k.energy_rate(beta)
     return SyncConstants(
         kappa_1=k.kappa_1,
         kappa_prime_1=k.kappa_prime_1,
         lambda_1=k.lambda_1,
         lambda_bar=k.lambda_bar,
-        lambda_bar_prime=k.energy_rate(beta)[0],
+        lambda_bar_prime=rate,
+        u_star=u_star,
     )
