@@ -32,7 +32,7 @@ def test_homogenized_quick(tmp_path):
     assert {"logistic", "simplex", "frozen", "exit", "tradeoff"} <= set(table["part"])
     # attention in the simplex part is far from uniform, so the simplex ODE differs from the logistic one
     sim = table[table["part"] == "simplex"]
-    assert (sim["f0"] > 2 * sim["g0"]).all()
+    assert (sim["f0"] > 1.5 * sim["g0"]).all()  # beta = 0 gives f = g = 1/n
     assert json.loads((tmp_path / "run" / "verdict.json").read_text())["verdict"] == "PASS"
     for f in ("logistic.png", "homogenized.png"):
         assert (tmp_path / "run" / f).exists()

@@ -72,12 +72,13 @@ class HomogenizedConfig(ExperimentConfig):
     beta_self: float = Field(default=1000.0, ge=10.0, le=1e6, description="self-attending beta, in [10, 1e6]")
     frozen_tau: float = Field(default=1.0, gt=0.0, le=10.0, description="time of the frozen check, in (0, 10]")
     exit_horizon: float = Field(default=20.0, gt=0.0, le=100.0, description="exit horizon / (d-1), in (0, 100]")
-    exit_dtau: float = Field(default=0.01, gt=0.0, le=0.1, description="exit time step, in (0, 0.1]")
+    exit_dtau: float = Field(default=0.02, gt=0.0, le=0.1, description="exit time step, in (0, 0.1]")
     tradeoff_d: list[int] = Field(default=[32, 128], min_length=1, description="dims of the map, each in [4, 1024]")
     tradeoff_n: list[int] = Field(default=[4, 8, 16, 32], min_length=1, description="ns of the map, each in [2, 1024]")
     tradeoff_beta: list[float] = Field(
         default=[0.0, 2.0, 4.0, 8.0, 16.0, 32.0], min_length=1, description="betas of the map, each in [0, 100]"
     )
+    tradeoff_samples: int = Field(default=1024, ge=64, le=10_000_000, description="heads per map point, [64, 1e7]")
     tol: float = Field(default=0.25, gt=0.0, le=1.0, description="allowed |slope - expected|, in (0, 1]")
     level: float = Field(default=0.99, gt=0.5, lt=1.0, description="family-wise confidence level, in (0.5, 1)")
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="base seed, in [0, 2^63)")
@@ -144,10 +145,10 @@ class Homogenized(Experiment):
         "simplex_d": [16, 32, 64],
         "simplex_tau": 3.0,
         "fg_samples": 1024,
+        "tradeoff_samples": 256,
         "frozen_d": [8, 16, 32],
         "exit_d": [4],
         "pairs": 400,
-        "exit_dtau": 0.02,
         "tradeoff_d": [32],
         "tradeoff_n": [4, 16],
         "tradeoff_beta": [0.0, 4.0, 16.0],
@@ -177,7 +178,7 @@ class Homogenized(Experiment):
             return len(cfg.u0) * cfg.pairs * d * cfg.frozen_tau / cfg.dtau * 1e-6
         if part == "exit":
             return len(cfg.u0) * cfg.pairs * d * cfg.exit_horizon * (d - 1) / cfg.exit_dtau * 1e-6
-        return len(cfg.tradeoff_n) * len(cfg.tradeoff_beta) * cfg.fg_samples * 1e-4
+        return len(cfg.tradeoff_n) * len(cfg.tradeoff_beta) * cfg.tradeoff_samples * d * 1e-6
 
     def run_unit(
         self, cfg: HomogenizedConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
@@ -320,7 +321,7 @@ class Homogenized(Experiment):
         total = len(ns) * len(cfg.tradeoff_beta)
         for i, n in enumerate(ns):
             for j, beta in enumerate(cfg.tradeoff_beta):
-                rates = th.simplex_fg(n, d, beta, grid, cfg.fg_samples, derive_seed(cfg.seed, "map", d, n, beta))
+                rates = th.simplex_fg(n, d, beta, grid, cfg.tradeoff_samples, derive_seed(cfg.seed, "map", d, n, beta))
                 t_half = th.half_time(rates)
                 u0, u1 = 1.0 / n, 0.5 + 0.5 / n  # beta = 0: u = gamma + (1 - gamma)/n is logistic
                 closed = math.log(u1 / (1 - u1)) - math.log(u0 / (1 - u0))
