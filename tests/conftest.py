@@ -11,3 +11,24 @@ THREADS = int(os.environ.get("TOKENSDE_TEST_THREADS", "2"))
 def _threads():
     torch.set_num_threads(THREADS)
     yield
+
+
+_QUICK: dict = {}
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """Run an experiment's --quick version once per session: ``quick_run(name) -> (run_dir, verdict)``."""
+    from tokensde.experiments import REGISTRY
+    from tokensde.runtime import run_experiment
+
+    def get(name: str):
+        if name not in _QUICK:
+            torch.set_num_threads(THREADS)
+            exp = REGISTRY[name]
+            out = tmp_path_factory.mktemp(name) / "run"
+            verdict = run_experiment(exp, exp.Config(**exp.quick), out, show_progress=False)
+            _QUICK[name] = (out, verdict)
+        return _QUICK[name]
+
+    return get

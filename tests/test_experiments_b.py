@@ -7,35 +7,31 @@ import sys
 import pandas as pd
 import pytest
 
-from tokensde.experiments import REGISTRY
-from tokensde.runtime import run_experiment
-
 CLI = [sys.executable, "-m", "tokensde.cli"]
 
 
-def test_scaling_regimes_quick(tmp_path):
-    exp = REGISTRY["scaling-regimes"]
-    verdict = run_experiment(exp, exp.Config(**exp.quick), tmp_path / "run", show_progress=False)
+def test_scaling_regimes_quick(quick_run):
+    out, verdict = quick_run("scaling-regimes")
     assert verdict["verdict"] == "PASS", verdict
-    table = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    table = pd.read_parquet(out / "results.parquet")
     assert set(table["series"]) == {"ballistic", "modified", "diffusive"}
     # the diffusive series really is noisy: the ODE is far off there
     assert table[table["series"] == "diffusive"]["err_ballistic"].min() > 0.1
-    assert (tmp_path / "run" / "scaling_regimes.png").exists()
+    for ext in ("png", "svg", "pdf"):
+        assert (out / f"scaling_regimes.{ext}").exists()
 
 
-def test_homogenized_quick(tmp_path):
-    exp = REGISTRY["homogenized"]
-    verdict = run_experiment(exp, exp.Config(**exp.quick), tmp_path / "run", show_progress=False)
+def test_homogenized_quick(quick_run):
+    out, verdict = quick_run("homogenized")
     assert verdict["verdict"] == "PASS", verdict
-    table = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    table = pd.read_parquet(out / "results.parquet")
     assert {"logistic", "simplex", "frozen", "exit", "tradeoff"} <= set(table["part"])
     # attention in the simplex part is far from uniform, so the simplex ODE differs from the logistic one
     sim = table[table["part"] == "simplex"]
     assert (sim["f0"] > 1.5 * sim["g0"]).all()  # beta = 0 gives f = g = 1/n
-    assert json.loads((tmp_path / "run" / "verdict.json").read_text())["verdict"] == "PASS"
-    for f in ("logistic.png", "homogenized.png"):
-        assert (tmp_path / "run" / f).exists()
+    assert json.loads((out / "verdict.json").read_text())["verdict"] == "PASS"
+    for f in ("logistic.png", "homogenized.pdf", "report.html", "trajectories.npz"):
+        assert (out / f).exists()
 
 
 @pytest.mark.parametrize(

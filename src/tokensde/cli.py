@@ -71,6 +71,31 @@ def list_experiments() -> None:
 
 
 @app.command()
+def report(
+    dirs: Annotated[list[Path], typer.Argument(help="run directories (one: rebuild its report.html; several: compare)")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="comparison page (default: compare.html beside the first run)")
+    ] = None,
+) -> None:
+    """Rebuild the offline HTML report of a run, or compare several runs side by side."""
+    from .report import build_report, compare_reports
+    from .report.html import load_run
+
+    for d in dirs:
+        try:
+            load_run(d)
+        except FileNotFoundError as e:
+            fail(f"dirs: {e}")
+        except (OSError, ValueError) as e:
+            fail(f"dirs: {d} cannot be read: {e}")
+    if len(dirs) == 1 and out is None:
+        path = build_report(dirs[0])
+    else:
+        path = compare_reports(dirs, out or dirs[0].parent / "compare.html")
+    console.print(f"report -> {path}")
+
+
+@app.command()
 def run(
     name: Annotated[str, typer.Argument(help="experiment name (see `tokensde list`)")],
     config: Annotated[Path | None, typer.Option("--config", help="TOML file with config keys")] = None,

@@ -16,9 +16,37 @@ from typing import Any, ClassVar
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ExperimentConfig", "Experiment", "Progress", "each_in"]
+__all__ = ["ExperimentConfig", "Experiment", "Progress", "each_in", "recorded"]
 
 Progress = Callable[[float], None]
+
+
+def recorded(
+    model: Any,
+    x0: Any,
+    dt: float,
+    steps: int,
+    seed: int,
+    key: tuple[object, ...],
+    title: str,
+    time_label: str = "t",
+    frames: int = 60,
+    solver: str = "euler",
+) -> dict[str, Any]:
+    """One system's trajectory, about ``frames`` snapshots, in the form :meth:`Experiment.trajectory` returns."""
+    import numpy as np
+
+    from ..solvers import simulate
+
+    every = max(1, steps // frames)
+    res = simulate(model, x0, dt, steps, seed, key, solver=solver, record_every=every)
+    assert res.traj is not None
+    return {
+        "x": res.traj[:, 0].double().cpu().numpy(),
+        "times": np.asarray(res.times),
+        "title": title,
+        "time_label": time_label,
+    }
 
 
 def each_in(values: list[Any], lo: float, hi: float, what: str = "value") -> list[Any]:
@@ -61,3 +89,10 @@ class Experiment:
 
     def figures(self, cfg: Any, table: pd.DataFrame) -> dict[str, Any]:
         return {}
+
+    def trajectory(self, cfg: Any, device: str = "cpu") -> dict[str, Any] | None:
+        """A few token trajectories of the experiment's model for the sphere viewer, or ``None``.
+
+        ``{"x": (K, n, d) array, "times": (K,), "title": str, "time_label": str}``; small and seeded.
+        """
+        return None

@@ -43,7 +43,7 @@ from ..solvers import simulate, simulate_coupled
 from ..sphere import gram, pair_with_overlap, simplex, uniform
 from ..stats import bonferroni_z, loglog_slope, wilson
 from ..theory import homogenized as th
-from .base import Experiment, ExperimentConfig, Progress, each_in
+from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 
 __all__ = ["Homogenized", "HomogenizedConfig"]
 
@@ -434,6 +434,16 @@ class Homogenized(Experiment):
                 }
             )
         return {"verdict": "PASS" if all(c["passed"] for c in checks) else "FAIL", "checks": checks}
+
+    def trajectory(self, cfg: HomogenizedConfig, device: str = "cpu") -> dict[str, Any]:
+        """The homogenized limit (Gaussian setting) for ``n`` tokens at the smallest ``d`` and largest ``beta``."""
+        d, beta = cfg.logistic_d[0], cfg.logistic_beta[-1]
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "trajectory"))
+        x0 = uniform((1, cfg.n), d, gen, torch.float64).to(device)
+        model = MultiheadLimit(Multihead(beta=beta), samples=cfg.samples, time="diffusive")
+        title = f"model B (homogenized limit), {cfg.n} tokens, d = {d}, beta = {beta:g}"
+        steps = round(cfg.tau_max / cfg.dtau)
+        return recorded(model, x0, cfg.dtau, steps, cfg.seed, ("trajectory",), title, time_label="tau")
 
     def figures(self, cfg: HomogenizedConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt

@@ -37,7 +37,7 @@ from ..noise import NoiseStream, derive_seed
 from ..sphere import pair_with_overlap
 from ..stats import bonferroni_z, wilson, z_for
 from ..theory import value_noise as theory_a
-from .base import Experiment, ExperimentConfig, Progress, each_in
+from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 
 __all__ = ["PhaseDiagram", "PhaseDiagramConfig", "simulate_pairs"]
 
@@ -320,6 +320,18 @@ class PhaseDiagram(Experiment):
             },
         ]
         return {"verdict": "PASS" if all(c["passed"] for c in checks) else "FAIL", "checks": checks}
+
+    def trajectory(self, cfg: PhaseDiagramConfig, device: str = "cpu") -> dict[str, Any]:
+        """16 tokens of model A at the smallest ``d`` and the largest ``beta``, up to time ``T``."""
+        from ..models.value_noise import ValueNoise
+        from ..sphere import uniform
+
+        d, beta = cfg.d[0], cfg.beta[-1]
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "trajectory"))
+        x0 = uniform((1, 16), d, gen, torch.float64).to(device)
+        dt = cell_dt(cfg, d)
+        title = f"model A, 16 tokens, d = {d}, beta = {beta:g}"
+        return recorded(ValueNoise(beta=beta), x0, dt, round(cfg.T / dt), cfg.seed, ("trajectory",), title)
 
     def figures(self, cfg: PhaseDiagramConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt

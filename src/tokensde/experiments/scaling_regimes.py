@@ -42,7 +42,7 @@ from ..noise import derive_seed
 from ..solvers import EulerMaruyama, integrate_ode
 from ..sphere import uniform
 from ..stats import loglog_slope
-from .base import Experiment, ExperimentConfig, Progress
+from .base import Experiment, ExperimentConfig, Progress, recorded
 
 __all__ = ["ScalingRegimes", "ScalingRegimesConfig"]
 
@@ -256,6 +256,15 @@ class ScalingRegimes(Experiment):
             }
         )
         return {"verdict": "PASS" if all(c["passed"] for c in checks) else "FAIL", "checks": checks}
+
+    def trajectory(self, cfg: ScalingRegimesConfig, device: str = "cpu") -> dict[str, Any]:
+        """The discrete stack of the diffusive series at the smallest ``eta``."""
+        dtype = getattr(torch, cfg.dtype)
+        eta = min(cfg.eta)
+        x0 = uniform((1, cfg.n), cfg.d, torch.Generator().manual_seed(derive_seed(cfg.seed, "x0")), dtype).to(device)
+        law = _law(cfg, "diffusive", eta, dtype)
+        title = f"model B stack, diffusive scaling (alpha = {cfg.alpha:g}), eta = {eta:g}, n = {cfg.n}, d = {cfg.d}"
+        return recorded(law, x0, eta, _steps(cfg, eta), cfg.seed, ("trajectory",), title, solver="stack")
 
     def figures(self, cfg: ScalingRegimesConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt

@@ -73,7 +73,7 @@ from ..solvers import SOLVERS, simulate
 from ..sphere import normalize, tangent_project, uniform
 from ..stats import bonferroni_z, wilson, z_for
 from ..theory import synchronization as theory_c
-from .base import Experiment, ExperimentConfig, Progress, each_in
+from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 
 __all__ = ["Synchronization", "SynchronizationConfig", "Setting", "distance_exponent"]
 
@@ -663,6 +663,14 @@ class Synchronization(Experiment):
         return {"verdict": "PASS" if checks and all(c["passed"] for c in checks) else "FAIL", "checks": checks}
 
     # ----------------------------------------------------------------- figures
+    def trajectory(self, cfg: SynchronizationConfig, device: str = "cpu") -> dict[str, Any]:
+        """MLP-only dynamics (tanh, no biases) of 16 tokens on ``S^3``: two antipodal clusters form."""
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "trajectory"))
+        x0 = uniform((1, 16), 4, gen, torch.float64).to(device)
+        title = "model C, MLP noise only (tanh, no biases), 16 tokens on S^3"
+        steps = round(cfg.cluster_T / cfg.cluster_dt)
+        return recorded(MLPNoise(activation="tanh"), x0, cfg.cluster_dt, steps, cfg.seed, ("trajectory",), title)
+
     def figures(self, cfg: SynchronizationConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 

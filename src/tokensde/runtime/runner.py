@@ -9,6 +9,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..experiments.base import Experiment
+from ..report import build_report, paper_style
 from .store import RunStore
 
 __all__ = ["run_experiment"]
@@ -59,6 +60,11 @@ def run_experiment(
     store.write_table(table)
     verdict = exp.verdict(cfg, table)
     store.write_json("verdict.json", verdict)
-    figures = store.write_figures(exp.figures(cfg, table))
+    with paper_style():
+        figures = store.write_figures(exp.figures(cfg, table))
+    traj = exp.trajectory(cfg, device)
+    if traj is not None:
+        store.write_trajectory(traj)
     store.finish(manifest, elapsed_s=time.time() - t0, units_resumed=len(units) - len(todo), figures=figures)
+    build_report(out)
     return verdict

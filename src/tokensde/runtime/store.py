@@ -6,7 +6,9 @@ Layout::
     DIR/units/<id>.json    one file per finished unit, written atomically
     DIR/results.parquet    the tidy table
     DIR/verdict.json       {"verdict": "PASS"|"FAIL", "checks": [...]}
-    DIR/*.png, *.svg       figures
+    DIR/*.png, *.svg, *.pdf  static figures (one style, :mod:`tokensde.report.style`)
+    DIR/trajectories.npz   a few recorded token trajectories (for the sphere viewer)
+    DIR/report.html        the self-contained offline report
 
 Re-running with the same ``--out`` and the same config resumes: finished units
 are read back, a truncated or corrupt unit file is recomputed.
@@ -23,7 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from ..report.style import FORMATS
 
 __all__ = ["RunStore", "atomic_write", "environment"]
 
@@ -139,7 +144,7 @@ class RunStore:
 
         written = []
         for name, fig in figures.items():
-            for ext in ("png", "svg"):
+            for ext in FORMATS:
                 path = self.root / f"{name}.{ext}"
                 fd, tmp = tempfile.mkstemp(dir=self.root, suffix=f".{ext}")
                 os.close(fd)
@@ -148,6 +153,20 @@ class RunStore:
                 written.append(str(path))
             plt.close(fig)
         return written
+
+    def write_trajectory(self, traj: dict[str, Any]) -> None:
+        """``trajectories.npz``: ``x`` ``(K, n, d)``, ``times`` ``(K,)``, ``title``, ``time_label`` (no pickle)."""
+        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npz")
+        os.close(fd)
+        with open(tmp, "wb") as f:
+            np.savez_compressed(
+                f,
+                x=np.asarray(traj["x"], dtype=np.float32),
+                times=np.asarray(traj["times"], dtype=float),
+                title=np.asarray(traj["title"]),
+                time_label=np.asarray(traj.get("time_label", "t")),
+            )
+        os.replace(tmp, self.root / "trajectories.npz")
 
     def finish(self, manifest: dict[str, Any], **extra: Any) -> None:
         manifest["finished_at"] = datetime.now(UTC).isoformat()

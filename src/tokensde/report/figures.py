@@ -1,0 +1,168 @@
+"""Interactive (plotly) figures of each experiment, drawn from its results table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["interactive_figures"]
+
+Builder = Callable[[pd.DataFrame, dict[str, Any]], dict[str, Any]]
+
+
+def _go() -> Any:
+    import plotly.graph_objects as go
+
+    return go
+
+
+def _phase_diagram(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    go = _go()
+    fig = go.Figure()
+    for d in sorted(t["d"].unique()):
+        s = t[t["d"] == d].sort_values("beta")
+        fig.add_trace(go.Scatter(x=s["beta"], y=s["p_antipodal_theory"], mode="lines", name=f"theory d={d}"))
+        fig.add_trace(
+            go.Scatter(
+                x=s["beta"],
+                y=s["p_antipodal_mc"],
+                mode="markers",
+                name=f"MC d={d}",
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": s["ci_high"] - s["p_antipodal_mc"],
+                    "arrayminus": s["p_antipodal_mc"] - s["ci_low"],
+                },
+            )
+        )
+    fig.update_layout(title="P(antipodal): Monte Carlo (99% Wilson) vs the exact exit law", xaxis_title="beta")
+    return {"phase diagram": fig}
+
+
+def _loglog(fig: Any, **kw: Any) -> Any:
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    fig.update_layout(**kw)
+    return fig
+
+
+def _homogenized(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    go = _go()
+    out: dict[str, Any] = {}
+    lg = t[t["part"] == "logistic"]
+    fig = go.Figure()
+    for (b, d), s in lg.groupby(["beta", "d"]):
+        fig.add_trace(go.Scatter(x=s["tau"], y=s["mc"], mode="lines", name=f"MC beta={b:g} d={d}"))
+        fig.add_trace(
+            go.Scatter(x=s["tau"], y=s["ode"], mode="lines", line={"dash": "dash"}, name=f"ODE beta={b:g} d={d}")
+        )
+    fig.update_layout(title="mean overlap u against the logistic curve", xaxis_title="tau")
+    out["logistic"] = fig
+    end = lg[lg["tau"] == lg.groupby(["beta", "d"])["tau"].transform("max")]
+    fig = go.Figure()
+    for b, s in end.groupby("beta"):
+        s = s.sort_values("d")
+        fig.add_trace(go.Scatter(x=s["d"], y=s["rms_dev"], mode="lines+markers", name=f"RMS deviation beta={b:g}"))
+        fig.add_trace(
+            go.Scatter(x=s["d"], y=s["mean_dev"].abs(), mode="lines+markers", name=f"|mean deviation| beta={b:g}")
+        )
+    out["logistic deviation"] = _loglog(fig, title="deviation from the logistic curve (slopes -1/2 and -1)")
+    sim = t[t["part"] == "simplex"]
+    fig = go.Figure()
+    for d, s in sim.groupby("d"):
+        fig.add_trace(go.Scatter(x=s["tau"], y=s["mc"], mode="lines", name=f"MC d={d}"))
+        fig.add_trace(go.Scatter(x=s["tau"], y=s["ode"], mode="lines", line={"dash": "dash"}, name=f"ODE d={d}"))
+    fig.update_layout(title="simplex common overlap against the comparison ODE", xaxis_title="tau")
+    out["simplex"] = fig
+    ex = t[t["part"] == "exit"]
+    fig = go.Figure()
+    u = np.linspace(-0.99, 0.99, 200)
+    fig.add_trace(go.Scatter(x=u, y=np.arcsin(u) / np.pi + 0.5, mode="lines", name="arcsin(u0)/pi + 1/2"))
+    for d, s in ex.groupby("d"):
+        fig.add_trace(go.Scatter(x=s["u0"], y=s["p_plus_mc"], mode="markers", name=f"MC d={d}"))
+    fig.update_layout(title="self-attending pairs: P(u -> +1)", xaxis_title="u0")
+    out["exit law"] = fig
+    tr = t[t["part"] == "tradeoff"]
+    if not tr.empty:
+        fig = go.Figure()
+        for (d, n), s in tr.groupby(["d", "n"]):
+            fig.add_trace(go.Scatter(x=s["beta"], y=s["tau_half"], mode="lines+markers", name=f"d={d} n={n}"))
+        fig.update_yaxes(type="log")
+        fig.update_layout(title="trade-off: diffusive time to overlap 1/2", xaxis_title="beta")
+        out["trade-off"] = fig
+    return out
+
+
+def _scaling_regimes(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    go = _go()
+    out = {}
+    for series, s in t.groupby("series"):
+        fig = go.Figure()
+        for col, lab in (("err_ballistic", "ballistic ODE"), ("err_modified", "modified ODE"), ("err_sde", "SDE")):
+            if s[col].notna().all():
+                fig.add_trace(go.Scatter(x=s["eta"], y=s[col], mode="lines+markers", name=f"vs {lab}"))
+        out[f"{series} series"] = _loglog(fig, title=f"{series} series: RMS error at time T", xaxis_title="eta")
+    return out
+
+
+def _synchronization(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    go = _go()
+    out: dict[str, Any] = {}
+    tab = t[t["part"] == "table"]
+    cols = ["activation", "d", "sigma_u", "kappa_1", "kappa_prime_1", "lambda_1", "lambda_bar", "lambda_bar_prime"]
+    cells = [tab[c].map(lambda v: f"{v:.5g}" if isinstance(v, float) else str(v)) for c in cols]
+    out["constants"] = go.Figure(
+        data=[go.Table(header={"values": cols}, cells={"values": cells})],
+        layout={"title": "synchronization constants", "height": 120 + 22 * len(tab)},
+    )
+    ex = t[t["part"] == "exponent"]
+    if not ex.empty:
+        fig = go.Figure()
+        lim = [float(ex["lambda_1"].min()) * 1.1, float(ex["lambda_1"].max()) * 0.9]
+        fig.add_trace(go.Scatter(x=lim, y=lim, mode="lines", name="y = x"))
+        fig.add_trace(
+            go.Scatter(
+                x=ex["lambda_1"],
+                y=ex["estimate"],
+                mode="markers",
+                text=ex["setting"],
+                error_y={"type": "data", "array": ex["ci_high"] - ex["estimate"]},
+                name="Monte Carlo",
+            )
+        )
+        fig.update_layout(title="distance exponent at collapse vs lambda_1", xaxis_title="lambda_1")
+        out["exponent"] = fig
+    en = t[t["part"] == "energy"]
+    if not en.empty:
+        fig = go.Figure()
+        for c, s in en.groupby("c"):
+            fig.add_trace(go.Scatter(x=s["t"], y=s["mean"], mode="lines+markers", name=f"c = {c:g}"))
+        s = en[en["c"] == en["c"].iloc[0]]
+        fig.add_trace(go.Scatter(x=s["t"], y=s["bound"], mode="lines", line={"dash": "dash"}, name="bound"))
+        fig.update_yaxes(type="log")
+        fig.update_layout(title="E[E_beta(t)] and exp(lambda_bar' t) E[E_beta(0)]", xaxis_title="t")
+        out["energy"] = fig
+    return out
+
+
+BUILDERS: dict[str, Builder] = {
+    "phase-diagram": _phase_diagram,
+    "homogenized": _homogenized,
+    "scaling-regimes": _scaling_regimes,
+    "synchronization": _synchronization,
+}
+
+
+def _generic(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    go = _go()
+    cols = list(t.columns)
+    return {"results": go.Figure(data=[go.Table(header={"values": cols}, cells={"values": [t[c] for c in cols]})])}
+
+
+def interactive_figures(experiment: str, table: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The plotly figures of a run (a table of the results for experiments without a builder)."""
+    return BUILDERS.get(experiment, _generic)(table, cfg)
