@@ -72,7 +72,7 @@ def list_experiments() -> None:
 
 @app.command()
 def report(
-    dirs: Annotated[list[Path], typer.Argument(help="run directories (one: rebuild its report.html; several: compare)")],
+    dirs: Annotated[list[Path], typer.Argument(help="run directories (one: rebuild its report; several: compare)")],
     out: Annotated[
         Path | None, typer.Option("--out", help="comparison page (default: compare.html beside the first run)")
     ] = None,

@@ -290,6 +290,10 @@ class MultiheadLimit:
     def alpha(self, d: int) -> float:
         return scales(self.eta, 1, self.law.heads, d, self.law.sv(d)).alpha
 
+    def linear_noise(self, n: int, d: int) -> bool:
+        """Whether the noise is one fixed linear map of the normals: matrix route and shared attention."""
+        return self.law.route == "matrix" and self.law.shared_attention(d)
+
     def noise_shape(self, n: int, d: int, discrete: bool = False) -> tuple[int]:
         k = self.samples
         return (self.law.head_normals(n, d, k) + self.law.noise_normals(n, d, k),)

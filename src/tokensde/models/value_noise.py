@@ -142,6 +142,10 @@ class ValueNoise:
             return self.route
         return "kernel" if n < d else "matrix"
 
+    def linear_noise(self, n: int, d: int) -> bool:
+        """Whether the limit's noise is one fixed linear map of the normals (the matrix route)."""
+        return self.route_for(n, d) == "matrix"
+
     def noise_shape(self, n: int, d: int, discrete: bool = False) -> tuple[int, int]:
         """Normals per system per step: ``(d, d)`` (matrix route, and the stack) or ``(min(n, d), d)``.
 
