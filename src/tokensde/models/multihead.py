@@ -105,6 +105,12 @@ def classify_regime(
     return "diffusive"
 
 
+def gram_root(x: Tensor) -> Tensor:
+    """``R`` (``(B, r, n)``, ``r = min(n, d)``) with ``R^T R = X X^T``, from the QR decomposition ``X^T = Q R``."""
+    r = min(x.shape[-2], x.shape[-1])
+    return torch.linalg.qr(x.transpose(-1, -2), mode="r").R[..., :r, :]
+
+
 @dataclass
 class Multihead:
     """Model B's weight law and its discrete stack (``layer``); the step ``h`` of a layer is ``eta``.
@@ -168,12 +174,16 @@ class Multihead:
         return (self.head_normals(n, d, self.heads) + self.noise_normals(n, d, self.heads),)
 
     # ------------------------------------------------------------------ heads, exact in law
-    def attention(self, x: Tensor, z: Tensor | None, k: int) -> Tensor:
+    def needs_root(self, d: int) -> bool:
+        """Whether a step uses :func:`gram_root` (random scores or the compressed value noise)."""
+        return not self.shared_attention(d) or self.route == "compressed"
+
+    def attention(self, x: Tensor, z: Tensor | None, k: int, rr: Tensor | None = None) -> Tensor:
         r"""Attention matrices ``pi_h`` of ``k`` random heads, ``(B, k, n, n)`` (``k = 1`` if shared).
 
         ``z`` holds the ``2 k d r`` score normals (``None`` when attention is shared).
         Scores ``<A x_i, x_j> = <Abar x_i, x_j> + sigma_A^2 <W^T x_i, W'^T x_j>``
-        with ``W^T X^T = xi R`` in law (``X^T = Q R``).
+        with ``W^T X^T = xi R`` in law (``X^T = Q R``); ``rr`` is :func:`gram_root` of ``x`` if already known.
         """
         bsz, n, d = x.shape
         if self.abar is None:
@@ -184,7 +194,7 @@ class Multihead:
             return torch.softmax(self.beta * base, dim=-1).unsqueeze(1)
         assert z is not None
         r = min(n, d)
-        rr = torch.linalg.qr(x.transpose(-1, -2), mode="r").R[..., :r, :]  # (B, r, n)
+        rr = gram_root(x) if rr is None else rr  # (B, r, n)
         z = z.reshape(bsz, k, 2, d, r)
         p = z[:, :, 0] @ rr.unsqueeze(1)  # (B, k, d, n): W^T X^T
         pp = z[:, :, 1] @ rr.unsqueeze(1)  # W'^T X^T
@@ -198,12 +208,12 @@ class Multihead:
         zv = xi[:, nh : nh + self.noise_normals(n, d, k)].reshape(xi.shape[0], -1, d)
         return zh, zv
 
-    def value_noise(self, x: Tensor, pi: Tensor, zv: Tensor) -> Tensor:
+    def value_noise(self, x: Tensor, pi: Tensor, zv: Tensor, rr: Tensor | None = None) -> Tensor:
         r"""``sum_h G_h m_h(x_i)`` for ``k`` heads with attention ``pi`` ``(B, k, n, n)``: ``(B, n, d)``.
 
         ``matrix`` route: ``zv`` holds the ``G_h``. ``compressed``: ``F zv`` with
         ``F F^T = sum_h pi_h X X^T pi_h^T`` and ``zv`` of shape ``(B, min(n, k r), d)``
-        (the same law given the heads).
+        (the same law given the heads); ``rr`` is :func:`gram_root` of ``x`` if already known.
         """
         bsz, k, n, _ = pi.shape
         d = x.shape[-1]
@@ -211,7 +221,7 @@ class Multihead:
             g = zv.reshape(bsz, k, d, d)
             return ((pi @ x.unsqueeze(1)) @ g.transpose(-1, -2)).sum(1)
         r = min(n, d)
-        rr = torch.linalg.qr(x.transpose(-1, -2), mode="r").R[..., :r, :]  # X X^T = R^T R
+        rr = gram_root(x) if rr is None else rr  # X X^T = R^T R
         f = pi @ rr.transpose(-1, -2).unsqueeze(1)  # (B, k, n, r): pi_h R^T
         f = f.transpose(1, 2).reshape(bsz, n, k * r)  # [pi_1 R^T | ... | pi_k R^T]
         if k * r > n:
@@ -223,12 +233,13 @@ class Multihead:
         r"""One layer ``N(x + (eta/H) sum_h V_h m_h)`` with ``eta = h``; ``xi``: ``(B, noise_shape)``."""
         n, d = x.shape[-2:]
         zh, zv = self.split(xi, n, d, self.heads)
-        pi = self.attention(x, zh, self.heads)
+        rr = gram_root(x) if self.needs_root(d) else None  # one QR per layer, shared by scores and noise
+        pi = self.attention(x, zh, self.heads, rr)
         m = pi @ x.unsqueeze(1)  # (B, k, n, d)
         scale = h * self.sv(d) / self.heads
         if self.shared_attention(d):
             scale *= math.sqrt(self.heads)  # sum of H i.i.d. G_h m = sqrt(H) G m in law
-        y = x + scale * self.value_noise(x, pi, zv)
+        y = x + scale * self.value_noise(x, pi, zv, rr)
         if self.vbar is not None:
             y = y + h * (m.mean(1) @ self.vbar.to(x).transpose(-1, -2))
         return normalize(y)
@@ -305,12 +316,13 @@ class MultiheadLimit:
         """
         n, d = x.shape[-2:]
         zh, zv = self.law.split(xi, n, d, self.samples)
-        pi = self.law.attention(x, zh, self.samples)
+        rr = gram_root(x) if self.law.needs_root(d) else None  # one QR per step, shared by scores and noise
+        pi = self.law.attention(x, zh, self.samples, rr)
         k = pi.shape[1]
         m = pi @ x.unsqueeze(1)  # (B, k, n, d)
         c = 1.0 / (d - 1) if self.time == "diffusive" else self.alpha(d) / (d - 1)
         cdiag = (c / k) * (m * m).sum(-1).sum(1)
-        noise = math.sqrt(c / k) * self.law.value_noise(x, pi, zv)
+        noise = math.sqrt(c / k) * self.law.value_noise(x, pi, zv, rr)
         b = None
         if self.law.vbar is not None:
             b = m.mean(1) @ self.law.vbar.to(x).transpose(-1, -2)

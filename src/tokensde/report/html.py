@@ -151,14 +151,18 @@ def _run_sections(run: dict[str, Any], prefix: str, viewer: bool = True) -> str:
     return "".join(parts)
 
 
+def _write(out: Path, page: str) -> None:
+    from ..runtime.store import atomic_write
+
+    atomic_write(out, page.encode("utf-8"))
+
+
 def build_report(run_dir: Path) -> Path:
     """Write ``run_dir/report.html`` from the run's files; returns its path."""
     run = load_run(Path(run_dir))
     page = _page(f"tokensde: {run['manifest']['experiment']}", _run_sections(run, "r0-"))
     out = Path(run_dir) / "report.html"
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    _write(out, page)
     return out
 
 
@@ -178,8 +182,5 @@ def compare_reports(run_dirs: list[Path], out: Path) -> Path:
     cols = "".join(f"<div>{_run_sections(r, f'r{i}-', viewer=True)}</div>" for i, r in enumerate(runs))
     page = _page("tokensde: comparison", "".join(head) + f'<div class="row">{cols}</div>')
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    _write(out, page)
     return out
