@@ -83,3 +83,26 @@ def test_heun_strong_order_on_one_brownian_path():
     err = [((run(k) - ref) ** 2).sum(-1).mean().sqrt().item() for k in ks]
     slope, _ = loglog_slope(np.array([T / 2**k for k in ks]), np.array(err))
     assert abs(slope - heun.strong_order) < 0.25, (slope, err)
+
+
+@pytest.mark.parametrize(("n", "d"), [(2, 5), (3, 3), (6, 4)])
+def test_closed_form_correction_matches_central_differences(n, d):
+    """ValueNoise.stratonovich_correction (closed form) = the generic central-difference sum, for general A,
+    Vbar, sigma and per-system beta; a wrong sign or a missing term of the closed form is O(1) here."""
+    from tokensde.solvers import _correction_by_differences
+
+    g = torch.Generator().manual_seed(n * d)
+    x = uniform((8, n), d, g, F64)
+    xi = torch.randn((8, d, d), generator=g, dtype=F64)
+    a = torch.randn((d, d), generator=g, dtype=F64)
+    beta = 3.0 * torch.rand(8, generator=g, dtype=F64)
+    for model in (
+        ValueNoise(beta=1.3, route="matrix"),
+        ValueNoise(beta=0.7, sigma=0.6, a=a, vbar=a.T, route="matrix"),
+        ValueNoise(beta=beta, a=a, route="matrix"),
+    ):
+        closed = model.stratonovich_correction(x)
+        fd = _correction_by_differences(model, x, xi)
+        assert fd.abs().max().item() > 0.05
+        torch.testing.assert_close(closed, fd, rtol=0, atol=1e-8)
+    assert ValueNoise(beta=1.0, route="matrix", attention="usa").stratonovich_correction(x) is None

@@ -34,6 +34,8 @@ __all__ = [
     "StratonovichHeun",
     "stratonovich_coefficients",
     "simulate_coupled",
+    "Level",
+    "simulate_levels",
 ]
 
 
@@ -112,26 +114,49 @@ def stratonovich_coefficients(model: LimitModel, x: Tensor, xi: Tensor) -> tuple
     .. math:: f_S = P\Big(b - \tfrac12 \sum_k D\sigma_k[g_k]\Big):
 
     the curvature term of the Itô form cancels; what is left is the dependence of
-    the noise fields on the tokens (through the barycenters for model A). The sum
+    the noise fields on the tokens (through the barycenters for model A). A model
+    may give this sum in closed form (``model.stratonovich_correction(x)``, e.g.
+    :meth:`ValueNoise.stratonovich_correction`); otherwise the sum
     runs over the step's normals, each directional derivative by a central
     difference of step ``h = eps^(1/3)`` (relative error ``~eps^(2/3)``: 4e-11 in
     float64, 2e-5 in float32; use float64 for order studies), so this is for
     systems with few normals per step. (Forward-mode AD is not available through
     the fused attention kernels.)
     """
+    b, _, m = model.coefficients(x, xi)
+    closed = getattr(model, "stratonovich_correction", None)
+    corr = closed(x) if closed is not None else None
+    if corr is None:
+        corr = _correction_by_differences(model, x, xi)
+    drift = -0.5 * corr if b is None else b - 0.5 * corr
+    return tangent_project(x, drift), tangent_project(x, m)
+
+
+def _correction_by_differences(model: LimitModel, x: Tensor, xi: Tensor) -> Tensor:
+    """``sum_k D sigma_k[g_k]`` by central differences (see :func:`stratonovich_coefficients`)."""
     k = math.prod(xi.shape[1:])
     eye = torch.eye(k, dtype=x.dtype, device=x.device).reshape(k, *xi.shape[1:])
     h = torch.finfo(x.dtype).eps ** (1.0 / 3.0)
-    corr = torch.zeros_like(x)
-    for e in eye:
-        ek = e.expand(x.shape[0], *e.shape)
-        g_k = tangent_project(x, model.coefficients(x, ek)[2])
-        plus = model.coefficients(x + h * g_k, ek)[2]
-        minus = model.coefficients(x - h * g_k, ek)[2]
-        corr = corr + (plus - minus) / (2.0 * h)
-    b, _, m = model.coefficients(x, xi)
-    drift = -0.5 * corr if b is None else b - 0.5 * corr
-    return tangent_project(x, drift), tangent_project(x, m)
+    bsz = x.shape[0]
+    beta = getattr(model, "beta", None)
+    if isinstance(beta, Tensor) and beta.dim() > 0:
+        # per-system parameters: one direction at a time
+        corr = torch.zeros_like(x)
+        for e in eye:
+            ek = e.expand(bsz, *e.shape)
+            g_k = tangent_project(x, model.coefficients(x, ek)[2])
+            plus = model.coefficients(x + h * g_k, ek)[2]
+            minus = model.coefficients(x - h * g_k, ek)[2]
+            corr = corr + (plus - minus) / (2.0 * h)
+    else:
+        # all k directions in one batch of k * B systems, then all 2k differences in one batch
+        xs = x.unsqueeze(0).expand(k, *x.shape).reshape(k * bsz, *x.shape[1:])
+        es = eye.unsqueeze(1).expand(k, bsz, *eye.shape[1:]).reshape(k * bsz, *eye.shape[1:])
+        g = tangent_project(xs, model.coefficients(xs, es)[2])
+        both = model.coefficients(torch.cat([xs + h * g, xs - h * g]), torch.cat([es, es]))[2]
+        plus, minus = both[: k * bsz], both[k * bsz :]
+        corr = ((plus - minus) / (2.0 * h)).reshape(k, *x.shape).sum(0)
+    return corr
 
 
 @dataclass(frozen=True)
@@ -291,6 +316,66 @@ def simulate_coupled(
     tf = torch.stack(recf) if record_every else None
     tc = torch.stack(recc) if record_every else None
     return SimResult(xf, times, tf), SimResult(xc, times, tc)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One scheme on a nested grid: ``step(x, xi, dt)`` advanced every ``ratio`` fine steps with step ``ratio * dt``."""
+
+    name: str
+    step: Callable[[Tensor, Tensor, float], Tensor]
+    ratio: int
+
+
+def simulate_levels(
+    levels: list[Level],
+    x0: Tensor,
+    dt: float,
+    steps: int,
+    shape: tuple[int, ...],
+    seed: int,
+    key: tuple[object, ...] = (),
+    record_every: int = 0,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, SimResult]:
+    r"""Several schemes and step sizes driven by one Brownian path.
+
+    The path is given by the standard normals ``xi_k`` of ``steps`` fine steps
+    of size ``dt`` (shape ``shape`` per system, from a :class:`NoiseStream`); a
+    level of ratio ``r`` takes one step of size ``r dt`` with the normals
+    ``(xi_{jr} + ... + xi_{jr+r-1}) / sqrt(r)``, i.e. exactly the Brownian
+    increment of its step. This is the coupling of strong-error studies (and
+    of a discrete stack to its limit: with Gaussian layer weights, ``sqrt(h) Z_k``
+    *is* the increment). ``steps`` and ``record_every`` must be multiples of
+    every ratio; states are recorded at the same times for all levels.
+    """
+    for lv in levels:
+        if lv.ratio < 1 or steps % lv.ratio or (record_every and record_every % lv.ratio):
+            raise ValueError(f"level {lv.name}: steps and record_every must be multiples of its ratio {lv.ratio}")
+    bsz = x0.shape[0]
+    stream = NoiseStream(seed, key, bsz, shape, 0, bsz, x0.dtype, x0.device)
+    xs = {lv.name: x0 for lv in levels}
+    sums = {lv.name: torch.zeros((bsz, *shape), dtype=x0.dtype, device=x0.device) for lv in levels}
+    recs: dict[str, list[Tensor]] = {lv.name: [x0.clone()] for lv in levels} if record_every else {}
+    for k in range(steps):
+        xi = stream.next()
+        for lv in levels:
+            if lv.ratio == 1:
+                xs[lv.name] = lv.step(xs[lv.name], xi, dt)
+                continue
+            sums[lv.name].add_(xi)
+            if (k + 1) % lv.ratio == 0:
+                xs[lv.name] = lv.step(xs[lv.name], sums[lv.name] / math.sqrt(lv.ratio), lv.ratio * dt)
+                sums[lv.name].zero_()
+        if record_every and (k + 1) % record_every == 0:
+            for lv in levels:
+                recs[lv.name].append(xs[lv.name].clone())
+        if on_step is not None:
+            on_step(k)
+    times = [k * dt for k in range(0, steps + 1, record_every)] if record_every else []
+    return {
+        lv.name: SimResult(xs[lv.name], times, torch.stack(recs[lv.name]) if record_every else None) for lv in levels
+    }
 
 
 def integrate_ode(field: Callable[[Tensor], Tensor], x0: Tensor, dt: float, steps: int) -> Tensor:

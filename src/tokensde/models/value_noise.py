@@ -180,6 +180,47 @@ class ValueNoise:
         a = self.barycenters(x)
         return self.drift(x, a), self.kernel_diag(a), self.noise(x, a, xi)
 
+    def stratonovich_correction(self, x: Tensor) -> Tensor | None:
+        r"""``sum_k D sigma_k[g_k]`` of :func:`tokensde.solvers.stratonovich_coefficients` in closed form.
+
+        For the matrix route, ``sigma_{rc}(X)_i = sigma e_r (a_i)_c`` and
+        ``g_{rc} = P sigma_{rc}``. Differentiating the softmax weights
+        ``w_il = softmax_l(beta <A x_i, x_l>)`` gives, with
+        ``S_i = sum_l w_il x_l x_l^T``,
+
+        .. math::
+
+            \sum_k D\sigma_k[g_k]_i = \sigma^2 \Big( \sum_j w_{ij} P_{x_j} a_j
+            + \beta P_{x_i} A^T (S_i a_i - |a_i|^2 a_i)
+            + \beta \sum_l w_{il} (\langle a_l, x_l\rangle - \langle a_l, a_i\rangle) P_{x_l} A x_i \Big).
+
+        Forms the ``n x n`` weights (the Heun scheme is for small systems);
+        ``None`` (use finite differences) for the USA attention or another route.
+        """
+        n, d = x.shape[-2:]
+        if self.attention != "softmax" or self.route_for(n, d) != "matrix":
+            return None
+        beta = self.beta if not isinstance(self.beta, Tensor) else self.beta.to(x).reshape(-1, 1, 1)
+        ax = x if self.a is None else x @ self.a.to(x).transpose(-1, -2)  # rows A x_i
+        w = torch.softmax(beta * (ax @ x.transpose(-1, -2)), dim=-1)  # (B, n, n)
+        a = w @ x
+        xa = (x * a).sum(-1, keepdim=True)  # <x_j, a_j>
+        pa = a - xa * x  # P_j a_j
+        term1 = w @ pa
+        # S_i a_i = sum_l w_il <x_l, a_i> x_l
+        xl_ai = a @ x.transpose(-1, -2)  # (B, i, l): <a_i, x_l>
+        s_a = (w * xl_ai) @ x
+        u = s_a - (a * a).sum(-1, keepdim=True) * a
+        atu = u if self.a is None else u @ self.a.to(x)  # rows A^T u_i
+        term2 = atu - (x * atu).sum(-1, keepdim=True) * x
+        # sum_l w_il c_il P_l A x_i with c_il = <a_l, x_l> - <a_l, a_i>
+        c = w * (xa.transpose(-1, -2) - a @ a.transpose(-1, -2))  # (B, i, l)
+        # P_l A x_i = A x_i - <x_l, A x_i> x_l
+        proj = ax @ x.transpose(-1, -2)  # (B, i, l): <A x_i, x_l>
+        term3 = c.sum(-1, keepdim=True) * ax - (c * proj) @ x
+        out = term1 + beta * (term2 + term3)
+        return out if self.sigma == 1.0 else (self.sigma**2) * out
+
     # ----------------------------------------------------------------- discrete face
     def layer(self, x: Tensor, xi: Tensor, h: float) -> Tensor:
         r"""One random layer ``N(x + h Vbar a + sigma sqrt(h) Z a)``, ``Z = law(xi)`` of shape ``(B, d, d)``."""
