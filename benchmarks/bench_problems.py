@@ -12,7 +12,19 @@ from torch import Tensor
 
 from tokensde.sphere import pair_with_overlap, uniform
 
-__all__ = ["ANTIPODAL_RHO", "PROBLEMS", "Problem", "Statistic", "problems", "statistic"]
+__all__ = [
+    "ANTIPODAL_RHO",
+    "LARGE_N",
+    "LARGE_N_GOAL_BYTES",
+    "LARGE_N_GOAL_N",
+    "LARGE_N_GPU",
+    "PROBLEMS",
+    "Problem",
+    "Statistic",
+    "large_n_problems",
+    "problems",
+    "statistic",
+]
 
 ANTIPODAL_RHO = -0.99
 """A two-token system counts as antipodal at the end when ``rho < ANTIPODAL_RHO``."""
@@ -78,6 +90,27 @@ PROBLEMS: dict[str, Problem] = {
 def problems(quick: bool) -> list[Problem]:
     """The problems at full size, or with 10x fewer steps for ``--quick``."""
     return [p.shrunk(10) if quick else p for p in PROBLEMS.values()]
+
+
+# Large n (section "large-n"): one system, timed steps after one warm-up step, each configuration in a fresh
+# child process (bench_large.py) so that its peak memory is its own.
+LARGE_N: dict[str, Problem] = {
+    "L1": Problem("L1", "4096 tokens, d=32, uniform", n=4096, d=32, systems=1, steps=5, dt=1e-2, init="uniform"),
+    "L2": Problem("L2", "65536 tokens, d=32, uniform", n=65536, d=32, systems=1, steps=5, dt=1e-2, init="uniform"),
+}
+LARGE_N_GPU = Problem(
+    "L3", "100000 tokens, d=32, uniform (GPU)", n=100_000, d=32, systems=1, steps=5, dt=1e-2, init="uniform"
+)
+"""Mean-field scale, run only with ``--device cuda``."""
+LARGE_N_GOAL_N = 65536
+LARGE_N_GOAL_BYTES = 3 * 10**9
+"""Goal: the ``n = LARGE_N_GOAL_N`` process (simulation and metrics) peaks below 3 GB (3e9 bytes) of RSS."""
+
+
+def large_n_problems(quick: bool, gpu: bool) -> list[Problem]:
+    """L1, L2 (and L3 with ``gpu``): 5 timed steps, or 1 for ``--quick``."""
+    probs = [*LARGE_N.values(), *([LARGE_N_GPU] if gpu else [])]
+    return [p.shrunk(5) if quick else p for p in probs]
 
 
 @dataclass(frozen=True)

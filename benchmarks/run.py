@@ -1,12 +1,13 @@
-"""Benchmark tokensde against naive NumPy and torchsde on model A (problems P1, P2).
+"""Benchmark tokensde against naive NumPy and torchsde on model A (problems P1, P2), and tokensde at large n.
 
 Usage::
 
-    python benchmarks/run.py [--quick] [--out FILE.json] [--rounds N] [--device cpu|cuda]
+    python benchmarks/run.py [--quick] [--out FILE.json] [--rounds N] [--device cpu|cuda] [--only NAME ...]
 
 Every implementation runs once per round, rounds interleaved (the order rotates
-from round to round); the table shows medians over rounds. See
-``benchmarks/README.md`` for the columns.
+from round to round); the table shows medians over rounds. The large-n section
+(``--only large-n`` selects it alone) runs each configuration once in a fresh
+child process. See ``benchmarks/README.md`` for the columns.
 """
 
 from __future__ import annotations
@@ -32,8 +33,19 @@ except ImportError:  # pragma: no cover - depends on the environment
 import numpy as np
 import torch
 from bench_impls import Implementation, implementations
+from bench_large import gflops as large_gflops
+from bench_large import goal_text, mib, run_large
 from bench_machine import CpuMonitor, cores, machine_info, matmul_gflops, wait_until_quiet
-from bench_problems import Problem, Statistic, problems, statistic
+from bench_problems import (
+    LARGE_N_GOAL_BYTES,
+    LARGE_N_GOAL_N,
+    LARGE_N_GPU,
+    Problem,
+    Statistic,
+    large_n_problems,
+    problems,
+    statistic,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -41,6 +53,8 @@ CONTENDED = 0.2
 """Other processes using more than this many cores on average during a run make it suspect."""
 RETRIES = 2
 """With ``--wait-quiet``, a contended run is repeated (same seed) up to this many times."""
+LARGE_N = "large-n"
+"""Name of the large-n section for ``--only``."""
 
 
 @dataclass
@@ -84,7 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3, 1 with --quick)")
     ap.add_argument("--device", default="cpu", help="device of the tokensde implementations (cpu or cuda)")
     ap.add_argument("--seed", type=int, default=0, help="base seed (round r uses seed + r)")
-    ap.add_argument("--only", nargs="*", default=None, help="run only these implementations (by name)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help=f"run only these implementations (by name) and/or the section {LARGE_N!r}",
+    )
     ap.add_argument(
         "--wait-quiet",
         type=float,
@@ -102,18 +121,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--rounds must be at least 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error("--device cuda requested but torch.cuda.is_available() is False")
+    if args.only is not None:
+        known = {i.name for i in implementations("cpu")} | {LARGE_N}
+        unknown = sorted(set(args.only) - known)
+        if unknown:
+            ap.error(f"--only: unknown name(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     return args
 
 
-def measure(args: argparse.Namespace, log: Console) -> tuple[list[Cell], dict[str, float]]:
-    probs = problems(args.quick)
-    impls = [i for i in implementations(args.device) if args.only is None or i.name in args.only]
-    cells = {(p.key, i.name): Cell(p, i) for p in probs for i in impls if i.supports(p)}
+def wants_large_n(args: argparse.Namespace) -> bool:
+    return args.only is None or LARGE_N in args.only
 
+
+def wants_impls(args: argparse.Namespace) -> bool:
+    return args.only is None or any(name != LARGE_N for name in args.only)
+
+
+def measure_ceilings(args: argparse.Namespace, log: Console) -> dict[str, float]:
     ceilings = {"cpu": matmul_gflops("cpu")}
     if args.device != "cpu":
         ceilings[args.device] = matmul_gflops(args.device)
     log.log("fp32 matmul ceiling: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in ceilings.items()))
+    return ceilings
+
+
+def measure(args: argparse.Namespace, log: Console, ceilings: dict[str, float]) -> list[Cell]:
+    probs = problems(args.quick)
+    impls = [i for i in implementations(args.device) if args.only is None or i.name in args.only]
+    cells = {(p.key, i.name): Cell(p, i) for p in probs for i in impls if i.supports(p)}
 
     for cell in cells.values():  # warm-up: compilation, kernel loading, allocator
         x0 = cell.problem.initial_state(args.seed)
@@ -143,7 +178,145 @@ def measure(args: argparse.Namespace, log: Console) -> tuple[list[Cell], dict[st
                     break
             cell.samples.append(Sample(out.seconds, foreign, out.off_sphere, out.steps_taken, attempt))
             cell.finals.append(out.x)
-    return list(cells.values()), ceilings
+    return list(cells.values())
+
+
+def gpu_skip_reason(args: argparse.Namespace) -> str | None:
+    """Why the GPU configuration (n = 1e5) does not run, or ``None`` when it does."""
+    if args.device.startswith("cuda"):
+        return None
+    if not torch.cuda.is_available():
+        return "skipped: no GPU available (torch.cuda.is_available() is False)"
+    return "skipped: a GPU is available but --device cuda was not given"
+
+
+def measure_large(args: argparse.Namespace, log: Console, ceilings: dict[str, float]) -> list[dict[str, object]]:
+    """The large-n section: every configuration once, in its own child process (peak memory per configuration)."""
+    gpu = args.device.startswith("cuda")
+    monitor = CpuMonitor()
+    rows: list[dict[str, object]] = []
+    for p in large_n_problems(args.quick, gpu):
+        device = args.device if p.key == LARGE_N_GPU.key else "cpu"
+        for attempt in range(1 + (RETRIES if args.wait_quiet > 0 else 0)):  # noqa: B007 (read after the loop)
+            if args.wait_quiet > 0:
+                waited, load = wait_until_quiet(CONTENDED, args.wait_quiet)
+                if waited > 1.5:
+                    log.log(f"waited {waited:.0f} s for other processes (load now {load:.2f} cores)")
+            res = run_large(p, device, torch.get_num_threads(), args.seed, not args.quick, monitor)
+            foreign = float(res["foreign_cores"])
+            flag = f"  [contended: {foreign:.2f} other cores]" if foreign > CONTENDED else ""
+            if "error" in res:
+                log.log(f"large-n {p.key} n={p.n} {device}: {res['error']}")
+                break
+            log.log(
+                f"large-n {p.key} n={p.n} {device}: {res['seconds_per_step']:.3f} s/step, "
+                f"peak RSS {mib(res['peak_rss_bytes'])} MiB{flag}"
+            )
+            if foreign <= CONTENDED:
+                break
+        gf = large_gflops(p, res)
+        ceiling = ceilings.get(device, ceilings["cpu"])
+        rss = res.get("peak_rss_bytes")
+        rows.append(
+            {
+                "problem": p.key,
+                "title": p.title,
+                "n": p.n,
+                "d": p.d,
+                "systems": p.systems,
+                "steps": p.steps,
+                "dt": p.dt,
+                "device": device,
+                "status": "error" if "error" in res else "ok",
+                "flops_per_system_step": p.flops_per_system_step(),
+                "gflops": gf,
+                "fraction_of_matmul_ceiling": gf / ceiling if gf is not None else None,
+                "goal_peak_rss_below_bytes": LARGE_N_GOAL_BYTES if p.n == LARGE_N_GOAL_N else None,
+                "goal_met": (rss < LARGE_N_GOAL_BYTES) if p.n == LARGE_N_GOAL_N and rss is not None else None,
+                "retries": attempt,
+                **res,
+            }
+        )
+    reason = gpu_skip_reason(args)
+    if reason is not None:
+        p = LARGE_N_GPU
+        rows.append(
+            {"problem": p.key, "title": p.title, "n": p.n, "d": p.d, "device": "cuda", "status": "skipped"}
+            | {"reason": reason}
+        )
+        log.log(f"large-n {p.key} n={p.n}: {reason}")
+    return rows
+
+
+def render_large(rows: list[dict[str, object]], ceilings: dict[str, float], console: Console) -> None:
+    table = Table(title="tokensde at large n: model A, 1 system, Euler, float32, fresh process per row")
+    for col, just in [
+        ("problem", "left"),
+        ("n", "right"),
+        ("d", "right"),
+        ("dev", "left"),
+        ("thr", "right"),
+        ("steps", "right"),
+        ("s/step", "right"),
+        ("min–max s", "right"),
+        ("GFLOP/s", "right"),
+        ("% ceil", "right"),
+        ("metrics s", "right"),
+        ("peak RSS MiB", "right"),
+        ("CUDA MiB", "right"),
+        ("goal", "left"),
+        ("max||x|-1|", "right"),
+        ("other cores", "right"),
+    ]:
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    notes = []
+    for r in rows:
+        if r["status"] != "ok":
+            notes.append(f"{r['problem']} (n = {r['n']}, {r['device']}): {r.get('reason') or r.get('error')}")
+            table.add_row(
+                str(r["problem"]), str(r["n"]), str(r["d"]), str(r["device"]), *["—"] * 9, str(r["status"]), "—", "—"
+            )
+            continue
+        steps = r["step_seconds"]
+        assert isinstance(steps, list)
+        frac = r["fraction_of_matmul_ceiling"]
+        table.add_row(
+            str(r["problem"]),
+            str(r["n"]),
+            str(r["d"]),
+            str(r["device"]),
+            str(r["threads"]),
+            str(len(steps)),
+            f"{r['seconds_per_step']:.3f}",
+            f"{min(steps):.3f}–{max(steps):.3f}",
+            _fmt(r["gflops"], ".1f"),  # type: ignore[arg-type]
+            _fmt(100 * frac if isinstance(frac, float) else None, ".1f"),
+            _fmt(r.get("metrics_seconds"), ".2f"),  # type: ignore[arg-type]
+            mib(r["peak_rss_bytes"]),  # type: ignore[arg-type]
+            mib(r.get("cuda_max_memory_allocated_process")),  # type: ignore[arg-type]
+            goal_text(int(r["n"]), r.get("peak_rss_bytes"), LARGE_N_GOAL_N, LARGE_N_GOAL_BYTES),
+            f"{r['off_sphere']:.1e}",
+            f"{r['foreign_cores']:.2f}",
+        )
+    console.print(table)
+    for note in notes:
+        console.print(note)
+    console.print(
+        f"goal: the n = {LARGE_N_GOAL_N} process peaks below {LARGE_N_GOAL_BYTES / 1e9:g} GB"
+        f" ({LARGE_N_GOAL_BYTES:.0e} bytes) of RSS;"
+        " CUDA MiB = torch.cuda.max_memory_allocated of the process; s/step = median of the timed steps after"
+        " one warm-up step; peak RSS = ru_maxrss of the"
+        " child process (imports, simulation and, unless --quick, tokensde.metrics.summary); % ceiling against the"
+        " fp32 2048^2 matmul throughput ("
+        + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in ceilings.items())
+        + ") with the P2 flop count 4 n^2 d + 5 n^2 + 2 n d^2 per step"
+    )
+    worst = max((float(r["foreign_cores"]) for r in rows if r["status"] == "ok"), default=0.0)
+    if worst > CONTENDED:
+        console.print(
+            f"[bold red]warning:[/] other processes used up to {worst:.2f} cores during large-n runs;"
+            " timings are suspect"
+        )
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -181,6 +354,8 @@ def theory_reference(problem: Problem) -> float | None:
 
 
 def render(cells: list[Cell], ceilings: dict[str, float], info: dict[str, object], console: Console) -> None:
+    if not cells:
+        return
     table = Table(title="tokensde benchmarks: model A, medians over interleaved rounds", show_lines=False)
     for col, just in [
         ("problem", "left"),
@@ -262,7 +437,12 @@ def render(cells: list[Cell], ceilings: dict[str, float], info: dict[str, object
 
 
 def to_json(
-    args: argparse.Namespace, cells: list[Cell], ceilings: dict[str, float], info: dict[str, object], wall: float
+    args: argparse.Namespace,
+    cells: list[Cell],
+    ceilings: dict[str, float],
+    info: dict[str, object],
+    wall: float,
+    large: list[dict[str, object]] | None = None,
 ) -> dict[str, object]:
     rows = []
     for c in cells:
@@ -311,6 +491,13 @@ def to_json(
         },
         "results": rows,
         "p1_time_ratios_other_over_tokensde": p1_ratios(cells),
+        "large_n": None
+        if large is None
+        else {
+            "goal": {"n": LARGE_N_GOAL_N, "peak_rss_below_bytes": LARGE_N_GOAL_BYTES},
+            "flops_per_system_step": "2 n^2 d + 5 n^2 + 2 n^2 d + 2 n d^2 (as P2)",
+            "results": large,
+        },
         "wall_seconds": wall,
     }
 
@@ -324,11 +511,16 @@ def main(argv: list[str] | None = None) -> int:
     log = Console(stderr=True)
     t0 = time.perf_counter()
     info = machine_info(args.device)
-    cells, ceilings = measure(args, log)
+    ceilings = measure_ceilings(args, log)
+    cells = measure(args, log, ceilings) if wants_impls(args) else []
+    large = measure_large(args, log, ceilings) if wants_large_n(args) else None
     info["loadavg_at_end"] = list(os.getloadavg())
     render(cells, ceilings, info, console)
+    if large is not None:
+        render_large(large, ceilings, console)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(to_json(args, cells, ceilings, info, time.perf_counter() - t0), indent=2))
+    doc = to_json(args, cells, ceilings, info, time.perf_counter() - t0, large)
+    args.out.write_text(json.dumps(doc, indent=2))
     console.print(f"wrote {args.out}")
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import resource
 import sys
 import time
 import tomllib
@@ -206,16 +207,31 @@ def simulate(
     g = torch.Generator().manual_seed(derive_seed(args.seed, "simulate", "x0"))
     x0 = uniform((args.systems, args.n), args.d, g, torch.float64).to(tdtype).to(dev)
     m = ValueNoise(beta=args.beta, sigma=args.sigma, route=args.route)
+    cuda = x0.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(x0.device)
     t0 = time.time()
     res = run_sim(m, x0, args.dt, args.steps, seed=args.seed, key=("simulate",), solver=args.solver)
-    elapsed = time.time() - t0
     x = res.x
-    summary: dict[str, Any] = {"elapsed_s": elapsed, "config": args.model_dump()}
-    if args.n <= 4096:
-        s = metrics.summary(x, args.beta)
-        summary["metrics"] = {k: np.asarray(v, dtype=float).tolist() for k, v in s.items()}
-    else:
-        summary["metrics"] = {"norm_error_max": float((torch.linalg.vector_norm(x, dim=-1) - 1).abs().max())}
+    if cuda:
+        torch.cuda.synchronize(x.device)
+    elapsed = time.time() - t0
+    summary: dict[str, Any] = {
+        "elapsed_s": elapsed,
+        "seconds_per_step": elapsed / args.steps,
+        "config": args.model_dump(),
+    }
+    t1 = time.time()
+    # blocked metrics: exact for every n, never an n x n matrix (tokensde.metrics)
+    s = metrics.summary(x, args.beta)
+    summary["metrics"] = {k: np.asarray(v, dtype=float).tolist() for k, v in s.items()}
+    summary["metrics"]["norm_error_max"] = float((torch.linalg.vector_norm(x, dim=-1) - 1).abs().max())
+    summary["metrics_s"] = time.time() - t1
+    # peak resident memory of this process so far (simulation and metrics; ru_maxrss is KiB on Linux)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    summary["peak_rss_bytes"] = int(rss if sys.platform == "darwin" else rss * 1024)
+    if cuda:
+        summary["cuda_max_memory_allocated_bytes"] = int(torch.cuda.max_memory_allocated(x.device))
     import io
 
     buf = io.BytesIO()
@@ -230,7 +246,9 @@ def simulate(
         ).encode(),
     )
     console.print(
-        f"simulated {args.systems} x {args.n} tokens in d = {args.d} for {args.steps} steps in {elapsed:.2f} s -> {out}"
+        f"simulated {args.systems} x {args.n} tokens in d = {args.d} for {args.steps} steps in {elapsed:.2f} s"
+        f" ({elapsed / args.steps:.3g} s/step, metrics {summary['metrics_s']:.2f} s,"
+        f" peak RSS {summary['peak_rss_bytes'] / 2**20:.0f} MiB) -> {out}"
     )
 
 
