@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from .base import Experiment, ExperimentConfig
+from .chaos import Chaos
+from .convergence import Convergence
 from .homogenized import Homogenized
 from .phase_diagram import PhaseDiagram
 from .scaling_regimes import ScalingRegimes
+from .solver_order import SolverOrder
 from .synchronization import Synchronization
 
 REGISTRY: dict[str, Experiment] = {
-    e.name: e for e in (PhaseDiagram(), Homogenized(), ScalingRegimes(), Synchronization())
+    e.name: e
+    for e in (PhaseDiagram(), Homogenized(), ScalingRegimes(), Synchronization(), Chaos(), SolverOrder(), Convergence())
 }
 
 __all__ = ["REGISTRY", "Experiment", "ExperimentConfig"]

@@ -1,0 +1,427 @@
+r"""``convergence``: each discrete random stack against its limit SDE, on coupled randomness.
+
+For every series the stack with ``L`` layers (``h = T / L``) and a fine
+reference of the limit (``L_ref`` Euler steps) are driven by one randomness:
+
+* **A** (model A, Gaussian value matrices): ``sqrt(h) Z_k`` *is* the Brownian
+  increment of the limit over the layer, ``Z_k = (xi_{kr} + ... + xi_{kr+r-1})/sqrt(r)``
+  with ``xi`` the reference's normals (``r = L_ref / L``; :func:`simulate_levels`).
+* **B** (model B, one head, deterministic attention ``sigma_A = 0``,
+  ``Abar = abar I``, ``Vbar = vbar I``, ``sigma_V^2 = alpha H / (eta (d-1))``,
+  residual step ``eta = T / L`` in layer time): the head's ``G`` is built the
+  same way from the reference's normals; the limit is the diffusive SDE with drift
+  ``P Vbar m`` and kernel ``(alpha/(d-1)) <m_i, m_j>``.
+* **C-depth** (model C at infinite width): the layer ``Y = N(X + h Attn(X))``,
+  ``X' = N(Y + sqrt(h) G(Y))`` with ``G`` the Gaussian field of kernel ``kappa``.
+  At every fine step one field increment is drawn *jointly* at the reference's
+  tokens and at every stack's current ``Y`` (a ``P x P`` kernel, ``P = n`` times the
+  number of stacks plus one); a stack's layer noise is the sum of the increments
+  of its layer at its ``Y``: exactly a Brownian field's increment.
+* **C-width** (model C, depth ``L_width``, width ``m``): the width-``m`` stack
+  against the infinite-width stack of the same depth. Given the layer's features
+  ``U, b_U`` (shared: the width-``m`` stack uses the first ``m``), the width-``m``
+  field at the stack's ``n`` points is Gaussian with kernel
+  ``K_m(y_i, y_j) = (1/m) sum_k phi_k(y_i) phi_k(y_j) + sigma_W^2`` (``W``, ``b_W``
+  integrated out exactly); both stacks use the same normals ``z``:
+  ``F_m = chol(K_m(Y_m)) z``, ``F_inf = chol(kappa(Y_inf)) z``. Each stack has
+  its exact law, and the Cholesky factor being Lipschitz at positive-definite
+  kernels, ``E |F_m - F_inf|^2 = O(1/m + |Y_m - Y_inf|^2)``.
+
+Measured at the final time ``T`` (a grid time of every stack): the weak error
+``E phi(<x_1, x_2>) - E phi(<xbar_1, xbar_2>)`` with ``phi(u) = u`` (coupled
+differences; expected slope -1 in ``L``), and the mean-square error
+``E (1/n) sum_i |x_i - xbar_i|^2`` (expected slope -1 in ``L``: ``1/L`` at grid
+times; the supremum over grid times carries the extra ``log L`` of the theorem and is
+reported too; for C-width, slope -1 in ``m``). Verdict: each fitted slope
+within ``tol`` of its expected value. Defaults ``n = 2``, ``d = 8``,
+``T = 0.25``: at ``d = 3`` model A's weak-error constant for ``<x_1, x_2>``
+nearly vanishes (its slope is then unmeasurable at a reasonable cost), and at
+larger ``T`` the mean square is not yet in its asymptotic regime at ``L = 8``. The reference's own error (strong order 1/2)
+adds ``O(1/L_ref)`` to the mean square: keep ``L_ref >= 8 max(L)``.
+
+Not covered: model B with random attention (``sigma_A > 0``): its heads make the
+layer noise a Gaussian *mixture*, which no Brownian increment reproduces
+pathwise; its weak convergence is what ``homogenized`` tests.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field, field_validator, model_validator
+from torch import Tensor
+
+from ..models.mlp_noise import MLPNoise, factor
+from ..models.multihead import Multihead, MultiheadLimit
+from ..models.value_noise import ValueNoise
+from ..noise import NoiseStream, derive_seed
+from ..solvers import SOLVERS, Level, simulate_levels
+from ..sphere import normalize, tangent_project, uniform
+from ..stats import loglog_slope
+from .base import Experiment, ExperimentConfig, Progress, recorded
+
+__all__ = ["Convergence", "ConvergenceConfig", "SERIES"]
+
+SERIES = ("A", "B", "C-depth", "C-width")
+Series = Literal["A", "B", "C-depth", "C-width"]
+
+
+class ConvergenceConfig(ExperimentConfig):
+    """Configuration of ``convergence`` (every field has a default)."""
+
+    series: list[Series] = Field(default=list(SERIES), min_length=1, description=f"a subset of {list(SERIES)}")
+    n: int = Field(default=2, ge=2, le=16, description="tokens, in [2, 16]")
+    d: int = Field(default=8, ge=2, le=16, description="dimension, in [2, 16]")
+    beta: float = Field(default=1.0, ge=0.0, le=20.0, description="inverse temperature, in [0, 20]")
+    T: float = Field(default=0.25, gt=0.0, le=4.0, description="horizon (layer time), in (0, 4]")
+    depths: list[int] = Field(
+        default=[8, 16, 32, 64], min_length=3, description="depths L, >= 3 values, each divides ref_depth"
+    )
+    ref_depth: int = Field(default=512, ge=16, le=65536, description="Euler steps of the reference, in [16, 65536]")
+    widths: list[int] = Field(
+        default=[4, 8, 16, 32, 64], min_length=3, description="C-width: MLP widths m, >= 3 values, each in [1, 4096]"
+    )
+    width_depth: int = Field(default=16, ge=1, le=4096, description="C-width: depth of the stacks, in [1, 4096]")
+    systems: int = Field(default=65536, ge=256, le=1_048_576, description="A and B: systems, in [256, 2^20]")
+    c_systems: int = Field(default=8192, ge=256, le=1_048_576, description="C series: systems, in [256, 2^20]")
+    vbar: float = Field(default=1.0, ge=-10.0, le=10.0, description="B: Vbar = vbar I, in [-10, 10]")
+    abar: float = Field(default=1.0, ge=-10.0, le=10.0, description="B: Abar = abar I, in [-10, 10]")
+    alpha: float = Field(default=0.5, gt=0.0, le=10.0, description="B: alpha = eta varsigma^2 / H, in (0, 10]")
+    activation: Literal["relu", "tanh", "silu", "sigmoid", "gelu"] = Field(
+        default="tanh", description="C: activation (relu, tanh, silu, sigmoid, gelu)"
+    )
+    sigma_u: float = Field(default=0.5, ge=0.0, le=10.0, description="C: bias std of b_U, in [0, 10]")
+    c: float = Field(default=1.0, ge=-1.0, le=1.0, description="C: value scale V = c I, in [-1, 1]")
+    tol: float = Field(default=0.25, gt=0.0, le=1.0, description="allowed |slope - expected|, in (0, 1]")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="base seed, in [0, 2^63)")
+
+    @field_validator("series")
+    @classmethod
+    def _series(cls, v: list[str]) -> list[str]:
+        return [s for s in SERIES if s in v]
+
+    @field_validator("depths", "widths")
+    @classmethod
+    def _levels(cls, v: list[int]) -> list[int]:
+        v = sorted(set(v))
+        if len(v) < 3 or v[0] < 1 or v[-1] > 65536:
+            raise ValueError("needs at least 3 distinct values, each in [1, 65536]")
+        return v
+
+    @model_validator(mode="after")
+    def _divides(self) -> ConvergenceConfig:
+        for k in self.depths:
+            if self.ref_depth % k or k >= self.ref_depth:
+                raise ValueError(f"depths: each value must divide ref_depth = {self.ref_depth} and be smaller, got {k}")
+        if max(self.widths) > 4096:
+            raise ValueError(f"widths: each value must be in [1, 4096], got {max(self.widths)}")
+        return self
+
+
+def _phi(x: Tensor) -> Tensor:
+    """``<x_1, x_2>`` per system."""
+    return (x[:, 0] * x[:, 1]).sum(-1)
+
+
+def _errors(x: Tensor, ref: Tensor, path: Tensor | None = None, ref_path: Tensor | None = None) -> dict[str, float]:
+    """Weak error of ``phi``, mean-square error at the final time and (with paths) the sup over grid times."""
+    bsz = x.shape[0]
+    diff = _phi(x) - _phi(ref)
+    sq = ((x - ref) ** 2).sum(-1).mean(-1)
+    out = {
+        "weak": diff.mean().item(),
+        "weak_se": diff.std().item() / math.sqrt(bsz),
+        "ms": sq.mean().item(),
+        "ms_se": sq.std().item() / math.sqrt(bsz),
+    }
+    if path is not None and ref_path is not None:
+        sup = ((path - ref_path) ** 2).sum(-1).mean(-1).amax(0)
+        out["ms_sup"], out["ms_sup_se"] = sup.mean().item(), sup.std().item() / math.sqrt(bsz)
+    return out
+
+
+def _mlp(cfg: ConvergenceConfig, width: int = 1) -> MLPNoise:
+    return MLPNoise(beta=cfg.beta, c=cfg.c, activation=cfg.activation, sigma_u=cfg.sigma_u, width=width)
+
+
+def _euler_with_noise(model: MLPNoise, x: Tensor, noise: Tensor, dt: float, kappa_1: float) -> Tensor:
+    """The Euler–Maruyama step of :class:`~tokensde.solvers.EulerMaruyama` with a given unit noise."""
+    b = model.attention(x)
+    incr = math.sqrt(dt) * noise if b is None else math.sqrt(dt) * noise + dt * b
+    shrink = 1.0 - 0.5 * (x.shape[-1] - 1) * dt * kappa_1
+    return normalize(x * shrink + tangent_project(x, incr))
+
+
+def _attend(model: MLPNoise, x: Tensor, h: float) -> Tensor:
+    att = model.attention(x)
+    return x if att is None else normalize(x + h * att)
+
+
+def _features(model: MLPNoise, y: Tensor, u: Tensor, b_u: Tensor) -> Tensor:
+    """``phi(d^{-1/2} U y + b_U)`` for ``y`` ``(B, P, d)``, ``u`` ``(B, m, d)``, ``b_u`` ``(B, m)``: ``(B, P, m)``."""
+    pre = (y @ u.transpose(-1, -2)) * (1.0 / math.sqrt(y.shape[-1])) + model.sigma_u * b_u.unsqueeze(-2)
+    return model.act.torch_fn(pre)
+
+
+class Convergence(Experiment):
+    name = "convergence"
+    summary = "discrete stacks A, B, C vs their limit SDEs on coupled randomness: weak and mean-square rates in L and m"
+    Config = ConvergenceConfig
+    quick = {
+        "systems": 16384,
+        "c_systems": 2048,
+        "depths": [8, 16, 32],
+        "ref_depth": 256,
+        "widths": [4, 8, 16, 32],
+        "width_depth": 8,
+    }
+
+    def plan(self, cfg: ConvergenceConfig) -> list[dict[str, Any]]:
+        return [{"id": s, "series": s} for s in cfg.series]
+
+    def unit_cost(self, cfg: ConvergenceConfig, unit: dict[str, Any]) -> float:
+        s = unit["series"]
+        if s == "C-width":
+            return cfg.c_systems / 4096 * cfg.width_depth * len(cfg.widths)
+        if s == "C-depth":
+            return cfg.c_systems / 512 * cfg.ref_depth
+        return cfg.systems / 16384 * cfg.ref_depth
+
+    def run_unit(
+        self, cfg: ConvergenceConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
+    ) -> list[dict[str, Any]]:
+        s = unit["series"]
+        bsz = cfg.c_systems if s.startswith("C") else cfg.systems
+        x0 = uniform((bsz, cfg.n), cfg.d, torch.Generator().manual_seed(derive_seed(cfg.seed, "x0")), torch.float64).to(
+            device
+        )
+        if s == "C-width":
+            return self._width(cfg, x0, progress)
+        if s == "C-depth":
+            return self._c_depth(cfg, x0, progress)
+        return self._ab(cfg, s, x0, progress)
+
+    # ------------------------------------------------------------------ A and B
+    def _ab(self, cfg: ConvergenceConfig, s: str, x0: Tensor, progress: Progress | None) -> list[dict[str, Any]]:
+        euler = SOLVERS["euler"]
+        dt = cfg.T / cfg.ref_depth
+        levels = []
+        if s == "A":
+            limit: Any = ValueNoise(beta=cfg.beta, route="matrix")
+            stack = ValueNoise(beta=cfg.beta, route="matrix")
+            for L in cfg.depths:
+                levels.append(Level(str(L), lambda x, xi, h: stack.layer(x, xi, h), cfg.ref_depth // L))
+        else:
+            eye = torch.eye(cfg.d, dtype=x0.dtype, device=x0.device)
+
+            def law(eta: float) -> Multihead:
+                return Multihead(
+                    beta=cfg.beta,
+                    heads=1,
+                    sigma_v=math.sqrt(cfg.alpha / (eta * (cfg.d - 1))),
+                    sigma_a=0.0,
+                    vbar=cfg.vbar * eye,
+                    abar=cfg.abar * eye,
+                    route="matrix",
+                )
+
+            limit = MultiheadLimit(law(cfg.T / cfg.ref_depth), eta=cfg.T / cfg.ref_depth, kind="diffusive", samples=1)
+            for L in cfg.depths:
+                stack_l = law(cfg.T / L)
+                levels.append(Level(str(L), lambda x, xi, h, m=stack_l: m.layer(x, xi, h), cfg.ref_depth // L))
+        levels.append(Level("ref", lambda x, xi, h: euler.step(limit, x, xi, h), 1))
+        every = math.lcm(*(cfg.ref_depth // L for L in cfg.depths))
+        on_step = (lambda k: progress((k + 1) / cfg.ref_depth)) if progress else None
+        res = simulate_levels(
+            levels,
+            x0,
+            dt,
+            cfg.ref_depth,
+            limit.noise_shape(cfg.n, cfg.d),
+            cfg.seed,
+            ("path", s),
+            record_every=every,
+            on_step=on_step,
+        )
+        ref = res["ref"]
+        return [
+            {"series": s, "L": L, "m": 0, **_errors(res[str(L)].x, ref.x, res[str(L)].traj, ref.traj)}
+            for L in cfg.depths
+        ]
+
+    # ------------------------------------------------------------------ C, depth
+    def _c_depth(self, cfg: ConvergenceConfig, x0: Tensor, progress: Progress | None) -> list[dict[str, Any]]:
+        model = _mlp(cfg)
+        tk = model.torch_kernel(x0)
+        k1 = float(tk.kappa_1)
+        n, bsz = cfg.n, x0.shape[0]
+        dt = cfg.T / cfg.ref_depth
+        depths = cfg.depths
+        npts = n * (len(depths) + 1)
+        stream = NoiseStream(cfg.seed, ("path", "C-depth"), bsz, (npts, cfg.d), 0, bsz, x0.dtype, x0.device)
+        ref = x0
+        xs = {L: x0 for L in depths}
+        ys = {L: _attend(model, x0, cfg.T / L) for L in depths}
+        acc = {L: torch.zeros_like(x0) for L in depths}
+        every = math.lcm(*(cfg.ref_depth // L for L in depths))
+        paths: dict[Any, list[Tensor]] = {key: [x0] for key in [*depths, "ref"]}
+        for k in range(cfg.ref_depth):
+            pts = torch.cat([ref, *(ys[L] for L in depths)], dim=1)
+            field = factor(model.kernel_matrix(pts)) @ stream.next()
+            ref = _euler_with_noise(model, ref, field[:, :n], dt, k1)
+            for j, L in enumerate(depths):
+                acc[L] += field[:, n * (j + 1) : n * (j + 2)]
+                r = cfg.ref_depth // L
+                if (k + 1) % r == 0:
+                    h = cfg.T / L
+                    xs[L] = normalize(ys[L] + math.sqrt(h / r) * acc[L])
+                    acc[L].zero_()
+                    ys[L] = _attend(model, xs[L], h)
+            if (k + 1) % every == 0:
+                paths["ref"].append(ref)
+                for L in depths:
+                    paths[L].append(xs[L])
+            if progress:
+                progress((k + 1) / cfg.ref_depth)
+        rp = torch.stack(paths["ref"])
+        return [{"series": "C-depth", "L": L, "m": 0, **_errors(xs[L], ref, torch.stack(paths[L]), rp)} for L in depths]
+
+    # ------------------------------------------------------------------ C, width
+    def _width(self, cfg: ConvergenceConfig, x0: Tensor, progress: Progress | None) -> list[dict[str, Any]]:
+        model = _mlp(cfg)
+        n, d, bsz, L = cfg.n, cfg.d, x0.shape[0], cfg.width_depth
+        h = cfg.T / L
+        widths = cfg.widths
+        mmax = max(widths)
+        # per layer: the features U (mmax x d), b_U (mmax) and the normals z (n x d) of the fields
+        stream = NoiseStream(cfg.seed, ("width", L), bsz, (mmax * (d + 1) + n * d,), 0, bsz, x0.dtype, x0.device)
+        xinf = x0
+        xs = {m: x0 for m in widths}
+        for layer in range(L):
+            xi = stream.next()
+            u = xi[:, : mmax * d].reshape(bsz, mmax, d)
+            b_u = xi[:, mmax * d : mmax * (d + 1)]
+            z = xi[:, mmax * (d + 1) :].reshape(bsz, n, d)
+            yinf = _attend(model, xinf, h)
+            xinf = normalize(yinf + math.sqrt(h) * (factor(model.kernel_matrix(yinf)) @ z))
+            for m in widths:
+                y = _attend(model, xs[m], h)
+                f = _features(model, y, u[:, :m], b_u[:, :m])
+                km = (f @ f.transpose(-1, -2)) / m + model.sigma_w**2
+                xs[m] = normalize(y + math.sqrt(h) * (factor(km) @ z))
+            if progress:
+                progress((layer + 1) / L)
+        return [{"series": "C-width", "L": L, "m": m, **_errors(xs[m], xinf)} for m in widths]
+
+    # ------------------------------------------------------------------ table, verdict, figures
+    def summarize(self, cfg: ConvergenceConfig, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        t = pd.DataFrame(rows)
+        if "ms_sup" not in t:
+            t["ms_sup"], t["ms_sup_se"] = np.nan, np.nan
+        return t.sort_values(["series", "L", "m"]).reset_index(drop=True)
+
+    @staticmethod
+    def slopes(table: pd.DataFrame) -> dict[str, dict[str, tuple[float, float]]]:
+        """Per series: fitted (slope, se) of ``|weak|`` and of the mean square against ``L`` (``m`` for C-width)."""
+        out: dict[str, dict[str, tuple[float, float]]] = {}
+        for s, sub in table.groupby("series", sort=False):
+            x = sub["m" if s == "C-width" else "L"].to_numpy(float)
+            out[str(s)] = {
+                "weak": loglog_slope(x, sub["weak"].to_numpy(float), sub["weak_se"].to_numpy(float)),
+                "ms": loglog_slope(x, sub["ms"].to_numpy(float), sub["ms_se"].to_numpy(float)),
+            }
+            if s != "C-width":
+                sup = sub["ms_sup"].to_numpy(float)
+                out[str(s)]["ms_sup_over_logL"] = loglog_slope(
+                    x, sup / np.log(x), sub["ms_sup_se"].to_numpy(float) / np.log(x)
+                )
+        return out
+
+    def verdict(self, cfg: ConvergenceConfig, table: pd.DataFrame) -> dict[str, Any]:
+        checks = []
+        for s, sl in self.slopes(table).items():
+            var = "m" if s == "C-width" else "L"
+            kinds = ("ms",) if s == "C-width" else ("weak", "ms")
+            for kind in kinds:
+                slope, se = sl[kind]
+                what = "weak error of E<x1,x2>" if kind == "weak" else "mean-square error at T"
+                checks.append(
+                    {
+                        "name": f"{s}: {what} ~ {var}^-1",
+                        "passed": bool(abs(slope + 1.0) <= cfg.tol),
+                        "detail": f"fitted slope {slope:.3f} ± {se:.3f} (expected -1, tolerance {cfg.tol})",
+                    }
+                )
+        return {"verdict": "PASS" if all(c["passed"] for c in checks) else "FAIL", "checks": checks}
+
+    def trajectory(self, cfg: ConvergenceConfig, device: str = "cpu") -> dict[str, Any]:
+        """Model A's discrete stack at the largest depth."""
+        x0 = uniform((1, cfg.n), cfg.d, torch.Generator().manual_seed(derive_seed(cfg.seed, "x0")), torch.float64)
+        L = max(cfg.depths)
+        title = f"model A stack, L = {L} layers, n = {cfg.n}, d = {cfg.d}, beta = {cfg.beta:g}"
+        return recorded(
+            ValueNoise(beta=cfg.beta, route="matrix"),
+            x0.to(device),
+            cfg.T / L,
+            L,
+            cfg.seed,
+            ("trajectory",),
+            title,
+            solver="stack",
+        )
+
+    def figures(self, cfg: ConvergenceConfig, table: pd.DataFrame) -> dict[str, Any]:
+        import matplotlib.pyplot as plt
+
+        sl = self.slopes(table)
+        fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.8))
+        depth = table[table["series"] != "C-width"]
+        for s, sub in depth.groupby("series", sort=False):
+            axes[0].errorbar(
+                sub["L"],
+                sub["weak"].abs(),
+                yerr=2 * sub["weak_se"],
+                marker="o",
+                capsize=2,
+                label=f"{s} ({sl[str(s)]['weak'][0]:.2f})",
+            )
+            axes[1].errorbar(
+                sub["L"],
+                sub["ms"],
+                yerr=2 * sub["ms_se"],
+                marker="o",
+                capsize=2,
+                label=f"{s} ({sl[str(s)]['ms'][0]:.2f})",
+            )
+        width = table[table["series"] == "C-width"]
+        if len(width):
+            axes[2].errorbar(
+                width["m"],
+                width["ms"],
+                yerr=2 * width["ms_se"],
+                marker="s",
+                capsize=2,
+                label=f"C-width, L = {int(width['L'].iloc[0])} ({sl['C-width']['ms'][0]:.2f})",
+            )
+        titles = (
+            r"weak error $|E\langle x_1,x_2\rangle - E\langle \bar x_1,\bar x_2\rangle|$",
+            "mean-square error at T vs depth",
+            "mean-square error vs width",
+        )
+        for ax, title, xl in zip(axes, titles, ("depth L", "depth L", "width m"), strict=True):
+            lines = ax.get_lines()
+            if lines:
+                xs = np.array(sorted(set(np.concatenate([ln.get_xdata() for ln in lines]))), dtype=float)
+                ys = [float(np.nanmax(np.abs(ln.get_ydata()))) for ln in lines]
+                ax.plot(xs, max(ys) * xs[0] / xs, "k:", lw=1, label="slope -1")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(xl)
+            ax.set_title(title, fontsize=9)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        return {"convergence": fig}
