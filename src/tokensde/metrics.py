@@ -12,16 +12,20 @@ Definitions (MODELS.md), with their parameters:
 
 Memory. No function builds the whole ``(B, n, n)`` Gram matrix unless it is
 small: overlaps are computed in blocks of ``chunk`` rows of one system
-(``chunk * n`` overlaps at once; by default ``chunk = max(1, CHUNK_ENTRIES // n)``,
+(``chunk * n`` overlaps at most; by default ``chunk = max(1, CHUNK_ENTRIES // n)``,
 so a block holds at most ``CHUNK_ENTRIES = 2**22`` overlaps, or ``n`` when
-``n > 2**22``). When a block holds all ``n`` rows, several systems share one
-block (at most ``CHUNK_ENTRIES`` overlaps, at least one system). Peak extra
-memory is a few blocks (about 4 ``chunk x n`` arrays, 64 MiB in float32 at the
-default budget) plus ``O(B n d)``; results are exact for every ``n`` and equal
-those of the dense Gram matrix up to float rounding (a pair whose overlap lies
-within rounding of ``1 - eps`` may be classified differently). Time is
-``O(B n^2 d)`` for everything that needs pairs (energy, min/max overlap,
-clusters), ``O(B n d)`` for the mean overlap and ``O(B n d^2)`` for the
+``n > 2**22``). Rows ``a .. a+chunk-1`` meet only the columns ``a .. n-1``: by
+symmetry this upper triangle (about ``n^2 / 2`` overlaps) determines every metric.
+When a block holds all ``n`` rows, several systems share one block (at most
+``CHUNK_ENTRIES`` overlaps, at least one system) and it is the whole Gram matrix.
+Peak extra memory is a few blocks (about 4 ``chunk x n`` arrays, 64 MiB in float32
+at the default budget) plus ``O(B n d)``; results are exact for every ``n`` and
+equal those of the dense Gram matrix up to float rounding (a pair whose overlap
+lies within rounding of ``1 - eps`` may be classified differently).
+
+Time: ``O(B n^2 d)`` for everything that needs pairs (energy, min/max overlap,
+clusters; with ``chunk < n`` about half the ``B n^2 d`` multiply-adds of the whole
+Gram matrix), ``O(B n d)`` for the mean overlap and ``O(B n d^2)`` for the
 effective rank. :func:`summary` computes all pair metrics in one pass.
 """
 
@@ -71,12 +75,14 @@ class _Components:
     """Connected components of ``<x_i, x_j> > 1 - eps`` of one system, merged block of rows by block.
 
     ``lab[i]`` is the current component of token ``i`` (``0 .. k-1``). A block of rows
-    ``a .. a+c-1`` adds the edges ``(lab[i], lab[j])`` between components; when the
-    block has many edges (more than 1/16 of its entries) it is first reduced to the
-    ``(c, k)`` incidence "row ``i`` touches component ``m``" (``index_add`` over
-    columns), so a block never adds more than ``min(edges, c k, c n / 16)`` edges.
+    ``a .. a+c-1`` (columns ``a .. n-1``: the graph is undirected) adds the edges
+    ``(lab[i], lab[j])`` between components; when the block has many edges (more
+    than 1/16 of its entries) it is first reduced to the ``(c, k)`` incidence "row
+    ``i`` touches component ``m``" (``index_add`` over columns), so a block never
+    adds more than ``min(edges, c k, c n / 16)`` edges.
     Edges inside one component are dropped, and SciPy recomputes the components of
-    the ``k``-node graph only when some remain.
+    the ``k``-node graph only when some remain (so a block without edges between
+    distinct tokens costs no SciPy call).
     """
 
     def __init__(self, n: int, device: torch.device) -> None:
@@ -85,19 +91,19 @@ class _Components:
         self.lab = torch.arange(n, device=device)
 
     def add(self, start: int, adj: Tensor) -> None:
-        """Merge along the edges ``(start + r, j)`` where ``adj[r, j]`` (``adj``: ``(c, n)`` bool)."""
+        """Merge along the edges ``(start + r, start + j)`` where ``adj[r, j]`` (``adj``: ``(c, n - start)`` bool)."""
         if self.k == 1:
             return
-        c, n = adj.shape
+        c, m = adj.shape
         edges = int(torch.count_nonzero(adj))
-        if edges == int(torch.count_nonzero(adj.diagonal(offset=start))):  # only self-loops (i, i)
+        if edges == int(torch.count_nonzero(adj.diagonal())):  # only self-loops (i, i)
             return
-        if 16 * edges <= c * n:
+        if 16 * edges <= c * m:
             r, j = adj.nonzero(as_tuple=True)
-            src, dst = self.lab[start + r], self.lab[j]
+            src, dst = self.lab[start + r], self.lab[start + j]
         else:
             touch = torch.zeros(c, self.k, dtype=torch.float32, device=adj.device)
-            touch.index_add_(1, self.lab, adj.to(torch.float32))
+            touch.index_add_(1, self.lab[start:], adj.to(torch.float32))
             r, dst = touch.nonzero(as_tuple=True)
             src = self.lab[start + r]
         keep = src != dst
@@ -155,15 +161,22 @@ def _scan(
         s1 = min(s0 + group, bsz)
         xs = x[s0:s1]
         xt = xs.transpose(-1, -2).contiguous()  # O(n d) copy: a contiguous right factor multiplies faster
+        # dense route (one block of all rows, a = 0): the whole Gram matrix of the group, as before
         comps = _Components(n, x.device) if eps is not None and rows < n else None
         for a in range(0, n, rows):
-            shape = (s1 - s0, min(rows, n - a), n)
-            block = shape[0] * shape[1] * n
-            g = torch.matmul(xs[:, a : a + rows], xt, out=g_buf[:block].view(shape))  # (systems, rows, n)
+            # rows a .. a+c-1 against columns a .. n-1 only: the Gram matrix is symmetric, so the square
+            # part (columns a .. a+c-1) holds both (i, j) and (j, i) and the rest stands for its mirror too
+            c = min(rows, n - a)
+            shape = (s1 - s0, c, n - a)
+            block = shape[0] * shape[1] * shape[2]
+            g = torch.matmul(xs[:, a : a + c], xt[..., a:], out=g_buf[:block].view(shape))
             if t_buf is not None:
                 t = torch.mul(g, beta, out=t_buf[:block].view(shape))
                 t.exp_().neg_().add_(e_beta)  # e^beta - e^{beta g}
-                energy[s0:s1] += t.sum((-1, -2)).to(torch.float64)
+                part = t[..., :c].sum((-1, -2)).to(torch.float64)
+                if c < n - a:
+                    part += 2.0 * t[..., c:].sum((-1, -2)).to(torch.float64)
+                energy[s0:s1] += part
             if a_buf is not None:
                 adj = torch.gt(g, thr, out=a_buf[:block].view(shape))
                 if comps is None:  # all rows at once: the dense route, system by system
@@ -173,7 +186,7 @@ def _scan(
                 else:
                     comps.add(a, adj[0])
             if extremes:
-                diag = g.diagonal(offset=a, dim1=-2, dim2=-1)  # entries (i, i) of this block
+                diag = g.diagonal(dim1=-2, dim2=-1)  # entries (i, i) of this block
                 diag.fill_(math.inf)
                 lo[s0:s1] = torch.minimum(lo[s0:s1], g.amin((-1, -2)))
                 diag.fill_(-math.inf)
