@@ -149,11 +149,80 @@ def _synchronization(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _chaos(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    go = _go()
+    out: dict[str, Any] = {}
+    names = {"common": "t = T, common noise", "t0": "t = 0 (i.i.d.)", "independent": "t = T, independent noise"}
+    for m, sub in t.groupby("model"):
+        fig = go.Figure()
+        for s, lab in names.items():
+            p = sub[sub["statistic"] == s].sort_values("N")
+            if p.empty:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=p["N"], y=p["mean"], mode="lines+markers", name=lab,
+                    error_y={"type": "data", "array": 2 * p["se"]},
+                )
+            )  # fmt: skip
+        c = sub[sub["statistic"] == "common"].sort_values("N")
+        if not c.empty:
+            ref = c["rate"] * (c["mean"].iloc[0] / c["rate"].iloc[0])
+            fig.add_trace(go.Scatter(x=c["N"], y=ref, mode="lines", line={"dash": "dash"}, name="r_d(N) (scaled)"))
+        out[f"model {m}"] = _loglog(
+            fig, title=f"model {m}: E W2^2(mu^N, mu^N') vs N (error bars 2 se)", xaxis_title="N"
+        )
+    return out
+
+
+def _solver_order(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    go = _go()
+    out = {}
+    for kind, title in (("strong", "strong error (RMS at T)"), ("weak", "weak error |E phi(X^h) - E phi(X^ref)|")):
+        fig = go.Figure()
+        for case, s in t.groupby("case", sort=False):
+            s = s.sort_values("h")
+            y = s[kind].abs() if kind == "weak" else s[kind]
+            fig.add_trace(
+                go.Scatter(
+                    x=s["h"], y=y, mode="lines+markers", name=str(case),
+                    error_y={"type": "data", "array": 2 * s[f"{kind}_se"]},
+                )
+            )  # fmt: skip
+        out[kind] = _loglog(fig, title=f"{title} vs step h (error bars 2 se)", xaxis_title="h")
+    return out
+
+
+def _convergence(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    go = _go()
+    out = {}
+    depth, width = t[t["series"] != "C-width"], t[t["series"] == "C-width"]
+    for col, title in (
+        ("weak", "weak error of E<x1,x2>"),
+        ("ms", "mean-square error at T"),
+        ("ms_sup", "sup over grid times"),
+    ):
+        fig = go.Figure()
+        for series, s in depth.groupby("series", sort=False):
+            y = s[col].abs() if col == "weak" else s[col]
+            err = {"type": "data", "array": 2 * s[f"{col}_se"]}
+            fig.add_trace(go.Scatter(x=s["L"], y=y, mode="lines+markers", name=str(series), error_y=err))
+        out[f"{col} vs depth"] = _loglog(fig, title=f"{title} vs depth L (stack vs limit)", xaxis_title="L")
+    if len(width):
+        fig = go.Figure(go.Scatter(x=width["m"], y=width["ms"], mode="lines+markers", name="C-width",
+                                   error_y={"type": "data", "array": 2 * width["ms_se"]}))  # fmt: skip
+        out["ms vs width"] = _loglog(fig, title="model C: mean-square error vs width m", xaxis_title="m")
+    return out
+
+
 BUILDERS: dict[str, Builder] = {
     "phase-diagram": _phase_diagram,
     "homogenized": _homogenized,
     "scaling-regimes": _scaling_regimes,
     "synchronization": _synchronization,
+    "solver-order": _solver_order,
+    "convergence": _convergence,
+    "chaos": _chaos,
 }
 
 
