@@ -337,6 +337,7 @@ def simulate_levels(
     key: tuple[object, ...] = (),
     record_every: int = 0,
     on_step: Callable[[int], None] | None = None,
+    observe: Callable[[int, dict[str, Tensor]], None] | None = None,
 ) -> dict[str, SimResult]:
     r"""Several schemes and step sizes driven by one Brownian path.
 
@@ -370,6 +371,8 @@ def simulate_levels(
         if record_every and (k + 1) % record_every == 0:
             for lv in levels:
                 recs[lv.name].append(xs[lv.name].clone())
+        if observe is not None:
+            observe(k, xs)
         if on_step is not None:
             on_step(k)
     times = [k * dt for k in range(0, steps + 1, record_every)] if record_every else []

@@ -200,7 +200,7 @@ def _convergence(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
     for col, title in (
         ("weak", "weak error of E<x1,x2>"),
         ("ms", "mean-square error at T"),
-        ("ms_sup", "sup over grid times"),
+        ("ms_sup", "E sup over layer times"),
     ):
         fig = go.Figure()
         for series, s in depth.groupby("series", sort=False):
