@@ -102,14 +102,63 @@ def run(
     seed: Annotated[int | None, typer.Option("--seed", help="base seed (overrides the config)")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda")] = "cpu",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="serial, local (spawned processes) or ray; default: serial on CUDA or <= 2 cores, local otherwise",
+        ),
+    ] = None,
+    workers: Annotated[
+        str | None, typer.Option("--workers", help="local: processes (default one per core); ray: tasks in flight")
+    ] = None,
+    threads: Annotated[
+        str, typer.Option("--threads", help="torch threads per unit, the same under every executor (default 1)")
+    ] = "1",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="join this Ray cluster (implies --executor ray); default: a local instance"),
+    ] = None,
 ) -> None:
-    """Run an experiment; re-running with the same --out resumes."""
-    from .experiments import REGISTRY
-    from .runtime import run_experiment
+    """Run an experiment; re-running with the same --out resumes.
 
-    if name not in REGISTRY:
-        fail(f"name: unknown experiment {name!r} (allowed: {', '.join(REGISTRY)})")
-    exp = REGISTRY[name]
+    Units run serially, in local processes or as Ray tasks (--executor); each unit runs
+    with --threads torch threads and its own derived seeds, so the results are bitwise the
+    same whatever the executor, the number of workers and any interruption. SIGINT or
+    SIGTERM stops cleanly (exit 130 / 143): finished units stay in --out and the same
+    command resumes. Experiments outside the catalogue: see $TOKENSDE_EXPERIMENTS
+    (tokensde.runtime.registry).
+    """
+    from .runtime import run_experiment
+    from .runtime.executors import EXECUTORS, ExecutorOptions, default_executor
+    from .runtime.registry import available_experiments
+
+    try:
+        registry = available_experiments()
+    except ValueError as e:
+        fail(str(e))
+    if name not in registry:
+        fail(f"name: unknown experiment {name!r} (allowed: {', '.join(registry)})")
+    exp = registry[name]
+    if executor is not None and executor not in EXECUTORS:
+        fail(f"executor: must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    counts: dict[str, int | None] = {}
+    for opt, raw in (("workers", workers), ("threads", threads)):
+        if raw is None:
+            counts[opt] = None
+            continue
+        try:
+            counts[opt] = int(raw)
+        except ValueError:
+            counts[opt] = 0
+        if not 1 <= counts[opt] <= 4096:  # type: ignore[operator]
+            fail(f"{opt}: must be an integer in [1, 4096], got {raw!r}")
+    if ray_address is not None:
+        if not ray_address.strip():
+            fail("ray-address: must be a Ray address such as HOST:6379 or ray://HOST:10001, got ''")
+        if executor not in (None, "ray"):
+            fail(f"ray-address: only with --executor ray, got --executor {executor}")
+        executor = "ray"
     data: dict[str, Any] = dict(exp.quick) if quick else {}
     if config is not None:
         try:
@@ -123,14 +172,31 @@ def run(
     cfg = validate(exp.Config, data)
     dev = _device(device)
     out = out or Path("runs") / name
+    options = ExecutorOptions(
+        kind=executor or default_executor(dev),
+        workers=counts["workers"],
+        threads=counts["threads"],
+        ray_address=ray_address,
+    )
     t0 = time.time()
     try:
-        verdict = run_experiment(exp, cfg, out, dev, show_progress=progress)
+        verdict = run_experiment(exp, cfg, out, dev, show_progress=progress, executor=options)
     except ValueError as e:
         fail(str(e))
-    except KeyboardInterrupt:
-        err.print(f"interrupted: finished units are kept in {out}; run the same command to resume")
-        raise typer.Exit(130) from None
+    except ConnectionError as e:
+        fail(f"ray-address: cannot join the Ray cluster at {ray_address}: {e}")
+    except KeyboardInterrupt as e:
+        code = getattr(e, "exit_code", 130)
+        finished, total = getattr(e, "finished", None), getattr(e, "total", None)
+        kept = "finished units" if finished is None else f"{finished} of {total} units"
+        err.print(
+            f"interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}): {kept} kept in {out};"
+            " run the same command to resume",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code) from None
     for c in verdict["checks"]:
         mark = "[green]ok[/green]" if c["passed"] else "[red]FAIL[/red]"
         console.print(f"{mark} {c['name']}: {c['detail']}")

@@ -1,6 +1,7 @@
-"""Execution shell: run store, serial execution with resume, progress."""
+"""Execution shell: executors (serial, local processes, Ray), run store with resume, progress."""
 
-from .runner import run_experiment
+from .executors import EXECUTORS, ExecutorOptions, default_executor
+from .runner import Interrupted, run_experiment
 from .store import RunStore
 
-__all__ = ["RunStore", "run_experiment"]
+__all__ = ["EXECUTORS", "ExecutorOptions", "Interrupted", "RunStore", "default_executor", "run_experiment"]

@@ -1,37 +1,121 @@
-"""Drive an experiment: plan -> units (resumable) -> table -> verdict -> figures."""
+"""Drive an experiment: plan -> units (resumable, any executor) -> table -> verdict -> figures.
+
+Interruption. While units run, SIGINT and SIGTERM raise :class:`Interrupted` in the
+main process (never in the middle of writing a unit file: the signal waits for
+the write to end); the executor then cancels what is pending and ends its
+workers, and every unit finished so far is already on disk. Re-running the same
+command resumes.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..experiments.base import Experiment
 from ..report import build_report, paper_style
+from .executors import ExecutorOptions, open_executor
 from .store import RunStore
 
-__all__ = ["run_experiment"]
+__all__ = ["Interrupted", "run_experiment"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by a signal; ``signum`` is the signal, ``finished`` the units on disk, ``total`` all."""
+
+    def __init__(self, signum: int, finished: int = 0, total: int = 0) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.finished, self.total = signum, finished, total
+
+    @property
+    def exit_code(self) -> int:
+        """``128 + signum``: 130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+class _Signals:
+    """SIGINT/SIGTERM -> :class:`Interrupted`, deferred while a unit file is being written."""
+
+    def __init__(self) -> None:
+        self.critical = False
+        self.pending: int | None = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.critical:
+            self.pending = signum
+        else:
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in old:
+            signal.signal(s, self.handler)
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+            if self.pending is not None:
+                signum, self.pending = self.pending, None
+                raise Interrupted(signum)
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def run_experiment(
-    exp: Experiment, cfg: Any, out: Path, device: str = "cpu", show_progress: bool = True
+    exp: Experiment,
+    cfg: Any,
+    out: Path,
+    device: str = "cpu",
+    show_progress: bool = True,
+    executor: ExecutorOptions | None = None,
+    warn: Callable[[str], None] = _warn,
 ) -> dict[str, Any]:
-    """Run every unit not already finished in ``out``, then summarise; returns the verdict."""
+    """Run every unit not already finished in ``out``, then summarise; returns the verdict.
+
+    ``executor`` defaults to serial execution with this process's current torch thread
+    count per unit. Raises :class:`Interrupted` on SIGINT/SIGTERM (finished units kept).
+    """
+    options = (executor or ExecutorOptions()).resolved()
     store = RunStore(out)
-    manifest = store.start(exp.name, cfg.model_dump(), device)
+    manifest = store.start(exp.name, cfg.model_dump(), device, execution=options.record())
     t0 = time.time()
     units = exp.plan(cfg)
     costs = {u["id"]: exp.unit_cost(cfg, u) for u in units}
-    rows: list[dict[str, Any]] = []
+    results: dict[str, list[dict[str, Any]]] = {}
     todo = []
     for u in units:
-        got = store.load_unit(u["id"])
+        got, problem = store.check_unit(u["id"])
+        if problem is not None:
+            warn(f"warning: unit file {store.unit_path(u['id'])} {problem}; recomputing the unit")
         if got is None:
             todo.append(u)
         else:
-            rows.extend(got)
+            results[u["id"]] = got
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -39,32 +123,49 @@ def run_experiment(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, disable=not show_progress, transient=False) as bar:
-        total = bar.add_task(
-            f"{exp.name}",
-            total=sum(costs.values()),
-            completed=int(sum(costs.values()) - sum(costs[u["id"]] for u in todo)),
-        )
-        for u in todo:
-            task = bar.add_task(f"  {u['id']}", total=costs[u["id"]])
+    signals = _Signals()
+    try:
+        with signals.installed():
+            with Progress(*columns, disable=not show_progress, transient=False) as bar:
+                total = bar.add_task(
+                    f"{exp.name} ({options.kind})",
+                    total=sum(costs.values()),
+                    completed=int(sum(costs.values()) - sum(costs[u["id"]] for u in todo)),
+                )
+                tasks: dict[str, TaskID] = {}
 
-            def tick(active: float, task: TaskID = task) -> None:
-                bar.advance(task, active)
-                bar.advance(total, active)
+                def progress(u: dict[str, Any]) -> Callable[[float], None]:
+                    task = tasks.setdefault(u["id"], bar.add_task(f"  {u['id']}", total=costs[u["id"]]))
 
-            got = exp.run_unit(cfg, u, device, tick)
-            store.save_unit(u["id"], got)
-            rows.extend(got)
-            bar.update(task, completed=costs[u["id"]])
-    table = exp.summarize(cfg, rows)
-    store.write_table(table)
-    verdict = exp.verdict(cfg, table)
-    store.write_json("verdict.json", verdict)
-    with paper_style():
-        figures = store.write_figures(exp.figures(cfg, table))
-    traj = exp.trajectory(cfg, device)
-    if traj is not None:
-        store.write_trajectory(traj)
-    store.finish(manifest, elapsed_s=time.time() - t0, units_resumed=len(units) - len(todo), figures=figures)
-    build_report(out)
+                    def tick(active: float) -> None:
+                        bar.advance(task, active)
+                        bar.advance(total, active)
+
+                    return tick
+
+                # installed again once the executor is up: ray.init replaces the SIGTERM handler
+                with open_executor(exp, cfg, device, options) as ex, signals.installed():
+                    for u, rows in ex.run(todo, progress):
+                        with signals.deferred():
+                            results[u["id"]] = store.save_unit(u["id"], rows)
+                        if u["id"] in tasks:
+                            bar.update(tasks[u["id"]], completed=costs[u["id"]])
+                        else:
+                            bar.advance(total, costs[u["id"]])
+            # rows in plan order, whatever the order of completion
+            rows = [r for u in units for r in results[u["id"]]]
+            table = exp.summarize(cfg, rows)
+            store.write_table(table)
+            verdict = exp.verdict(cfg, table)
+            store.write_json("verdict.json", verdict)
+            with paper_style():
+                figures = store.write_figures(exp.figures(cfg, table))
+            traj = exp.trajectory(cfg, device)
+            if traj is not None:
+                store.write_trajectory(traj)
+            store.finish(manifest, elapsed_s=time.time() - t0, units_resumed=len(units) - len(todo), figures=figures)
+            build_report(out)
+    except Interrupted as e:
+        e.finished, e.total = len(results), len(units)
+        raise
     return verdict

@@ -3,7 +3,8 @@
 Layout::
 
     DIR/manifest.json      config, seed, versions, git revision, device, times
-    DIR/units/<id>.json    one file per finished unit, written atomically
+    DIR/units/<id>.json    one file per finished unit, written atomically:
+                           {"id": ..., "sha256": <of the canonical JSON of rows>, "rows": [...]}
     DIR/results.parquet    the tidy table
     DIR/verdict.json       {"verdict": "PASS"|"FAIL", "checks": [...]}
     DIR/*.png, *.svg, *.pdf  static figures (one style, :mod:`tokensde.report.style`)
@@ -11,11 +12,16 @@ Layout::
     DIR/report.html        the self-contained offline report
 
 Re-running with the same ``--out`` and the same config resumes: finished units
-are read back, a truncated or corrupt unit file is recomputed.
+are read back, a truncated, corrupt or edited unit file (its rows no longer
+match its ``sha256``) is recomputed. Rows always pass through their canonical
+JSON (:func:`canonical_rows`), fresh or resumed, so a resumed run's table is
+bitwise the table of an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import platform
@@ -30,7 +36,26 @@ import pandas as pd
 
 from ..report.style import FORMATS
 
-__all__ = ["RunStore", "atomic_write", "environment"]
+__all__ = ["RunStore", "atomic_write", "canonical_rows", "environment", "normalize_rows"]
+
+
+def canonical_rows(rows: list[dict[str, Any]]) -> bytes:
+    """The canonical JSON of a unit's rows (key order kept, no spaces, NaN/Infinity allowed).
+
+    Floats are written with ``repr`` (shortest round-trip), so
+    ``canonical_rows(json.loads(canonical_rows(rows))) == canonical_rows(rows)``.
+    """
+    return json.dumps(rows, separators=(",", ":"), allow_nan=True).encode()
+
+
+def normalize_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` as they read back from the store (tuples -> lists, NumPy floats -> float, ...)."""
+    out: list[dict[str, Any]] = json.loads(canonical_rows(rows))
+    return out
+
+
+def rows_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -91,8 +116,15 @@ class RunStore:
         self.root = Path(root)
         self.units = self.root / "units"
 
-    def start(self, experiment: str, config: dict[str, Any], device: str) -> dict[str, Any]:
-        """Create or reopen the directory; refuses a directory made with another config."""
+    def start(
+        self, experiment: str, config: dict[str, Any], device: str, execution: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Create or reopen the directory; refuses a directory made with another config.
+
+        ``execution`` (executor, workers, threads per unit, Ray address) is recorded as
+        ``manifest["execution"]`` and appended to ``manifest["executions"]`` (one entry per
+        start or resume); it never makes a resume refused.
+        """
         manifest_path = self.root / "manifest.json"
         if manifest_path.exists():
             old = json.loads(manifest_path.read_text())
@@ -110,34 +142,59 @@ class RunStore:
                 "started_at": datetime.now(UTC).isoformat(),
             }
         manifest["environment"] = environment(device)
+        if execution is not None:
+            manifest["execution"] = execution
+            manifest["executions"] = manifest.get("executions", []) + [
+                {**execution, "at": datetime.now(UTC).isoformat()}
+            ]
         self.write_json("manifest.json", manifest)
         return manifest
 
     def unit_path(self, unit_id: str) -> Path:
         return self.units / f"{unit_id}.json"
 
-    def load_unit(self, unit_id: str) -> list[dict[str, Any]] | None:
-        """Rows of a finished unit, or ``None`` if absent, truncated or corrupt."""
-        path = self.unit_path(unit_id)
-        try:
-            payload = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(payload, dict) or payload.get("id") != unit_id or not isinstance(payload.get("rows"), list):
-            return None
-        return payload["rows"]
+    def check_unit(self, unit_id: str) -> tuple[list[dict[str, Any]] | None, str | None]:
+        """``(rows, None)`` for a finished unit, ``(None, None)`` if absent, ``(None, why)`` if unusable.
 
-    def save_unit(self, unit_id: str, rows: list[dict[str, Any]]) -> None:
-        atomic_write(self.unit_path(unit_id), json.dumps({"id": unit_id, "rows": rows}).encode())
+        Unusable: unreadable, truncated or not JSON, another unit's file, no checksum, or
+        rows whose canonical JSON does not hash to the stored ``sha256`` (edited or corrupt).
+        """
+        path = self.unit_path(unit_id)
+        if not path.exists():
+            return None, None
+        try:
+            payload = json.loads(path.read_bytes())
+        except OSError as e:
+            return None, f"cannot be read ({e.strerror})"
+        except ValueError:
+            return None, "is truncated or not valid JSON"
+        if not isinstance(payload, dict) or payload.get("id") != unit_id or not isinstance(payload.get("rows"), list):
+            return None, "does not hold this unit's rows"
+        if not isinstance(payload.get("sha256"), str):
+            return None, "has no checksum"
+        if rows_digest(canonical_rows(payload["rows"])) != payload["sha256"]:
+            return None, "does not match its checksum"
+        rows: list[dict[str, Any]] = payload["rows"]
+        return rows, None
+
+    def load_unit(self, unit_id: str) -> list[dict[str, Any]] | None:
+        """Rows of a finished unit, or ``None`` if absent, truncated, corrupt or edited."""
+        return self.check_unit(unit_id)[0]
+
+    def save_unit(self, unit_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write the unit atomically with the checksum of its rows; returns the rows as they read back."""
+        data = canonical_rows(rows)
+        head = json.dumps({"id": unit_id, "sha256": rows_digest(data)})[:-1]
+        atomic_write(self.unit_path(unit_id), head.encode() + b', "rows": ' + data + b"}")
+        return normalize_rows(rows)
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write(self.root / name, json.dumps(obj, indent=2, default=str).encode())
 
     def write_table(self, table: pd.DataFrame) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".parquet.tmp")
-        os.close(fd)
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, self.root / "results.parquet")
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        atomic_write(self.root / "results.parquet", buf.getvalue())
 
     def write_figures(self, figures: dict[str, Any]) -> list[str]:
         import matplotlib.pyplot as plt
@@ -146,27 +203,24 @@ class RunStore:
         for name, fig in figures.items():
             for ext in FORMATS:
                 path = self.root / f"{name}.{ext}"
-                fd, tmp = tempfile.mkstemp(dir=self.root, suffix=f".{ext}")
-                os.close(fd)
-                fig.savefig(tmp, dpi=150, format=ext)
-                os.replace(tmp, path)
+                buf = io.BytesIO()
+                fig.savefig(buf, dpi=150, format=ext)
+                atomic_write(path, buf.getvalue())
                 written.append(str(path))
             plt.close(fig)
         return written
 
     def write_trajectory(self, traj: dict[str, Any]) -> None:
         """``trajectories.npz``: ``x`` ``(K, n, d)``, ``times`` ``(K,)``, ``title``, ``time_label`` (no pickle)."""
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".npz")
-        os.close(fd)
-        with open(tmp, "wb") as f:
-            np.savez_compressed(
-                f,
-                x=np.asarray(traj["x"], dtype=np.float32),
-                times=np.asarray(traj["times"], dtype=float),
-                title=np.asarray(traj["title"]),
-                time_label=np.asarray(traj.get("time_label", "t")),
-            )
-        os.replace(tmp, self.root / "trajectories.npz")
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            x=np.asarray(traj["x"], dtype=np.float32),
+            times=np.asarray(traj["times"], dtype=float),
+            title=np.asarray(traj["title"]),
+            time_label=np.asarray(traj.get("time_label", "t")),
+        )
+        atomic_write(self.root / "trajectories.npz", buf.getvalue())
 
     def finish(self, manifest: dict[str, Any], **extra: Any) -> None:
         manifest["finished_at"] = datetime.now(UTC).isoformat()
