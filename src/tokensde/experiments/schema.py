@@ -76,7 +76,7 @@ def _num(x: Any) -> str:
     if a >= 2**16 and a & (a - 1) == 0:
         return f"{sign}2^{a.bit_length() - 1}"
     s = str(a)
-    if a >= 10**5 and s.rstrip("0") == "1":
+    if a >= 10**4 and s.rstrip("0") == "1":
         return f"{sign}1e{len(s) - 1}"
     return str(x)
 
@@ -440,7 +440,7 @@ def error_line(model: type[BaseModel], exc: BaseException, data: dict[str, Any] 
             msg = msg.removeprefix(prefix)
         # a validator's message that already quotes the bad entry ("..., got 0.3") needs no second value
         quoted = first.get("type") == "value_error" and "got " in msg
-        got = "" if quoted else f", got {_short(first.get('input'))}"
+        got = "" if quoted or first.get("type") == "missing" else f", got {_short(first.get('input'))}"
         if not loc:  # a model validator: its message starts with the field, "depths: ..."
             head, sep, rest = msg.partition(": ")
             if sep and head in model.model_fields:
