@@ -6,6 +6,8 @@ from .base import Experiment, ExperimentConfig
 from .chaos import Chaos
 from .convergence import Convergence
 from .homogenized import Homogenized
+from .multi_token import MultiToken
+from .noise_sweep import NoiseSweep
 from .phase_diagram import PhaseDiagram
 from .scaling_regimes import ScalingRegimes
 from .solver_order import SolverOrder
@@ -13,7 +15,17 @@ from .synchronization import Synchronization
 
 REGISTRY: dict[str, Experiment] = {
     e.name: e
-    for e in (PhaseDiagram(), Homogenized(), ScalingRegimes(), Synchronization(), Chaos(), SolverOrder(), Convergence())
+    for e in (
+        PhaseDiagram(),
+        Homogenized(),
+        ScalingRegimes(),
+        Synchronization(),
+        Chaos(),
+        SolverOrder(),
+        Convergence(),
+        MultiToken(),
+        NoiseSweep(),
+    )
 }
 
 __all__ = ["REGISTRY", "Experiment", "ExperimentConfig"]

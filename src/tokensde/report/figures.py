@@ -215,6 +215,53 @@ def _convergence(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _err(s: pd.DataFrame, col: str) -> dict[str, Any]:
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": s[f"{col}_high"] - s[f"p_{col}"],
+        "arrayminus": s[f"p_{col}"] - s[f"{col}_low"],
+    }
+
+
+def _multi_token(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    go = _go()
+    out: dict[str, Any] = {}
+    noisy = t[t["condition"] == "noisy"]
+    for col, title in (("antipodal", "antipodal two-cluster endings"), ("collapsed", "collapsed endings")):
+        fig = go.Figure()
+        for (d, n), s in noisy.groupby(["d", "n"]):
+            s = s.sort_values("beta")
+            fig.add_trace(
+                go.Scatter(x=s["beta"], y=s[f"p_{col}"], mode="lines+markers", name=f"noisy d={d} n={n}",
+                           error_y=_err(s, col))
+            )  # fmt: skip
+        if col == "collapsed":
+            quiet = t[t["condition"] == "noiseless"]
+            for d, s in quiet.groupby("d"):
+                s = s.groupby("beta", as_index=False)["p_collapsed"].min()
+                fig.add_trace(go.Scatter(x=s["beta"], y=s["p_collapsed"], mode="lines", line={"dash": "dash"},
+                                         name=f"noiseless d={d} (min over n)"))  # fmt: skip
+        for d in sorted(noisy["d"].unique()):
+            fig.add_vline(x=float(noisy[noisy["d"] == d]["beta_c"].iloc[0]), line_dash="dot")
+        fig.update_layout(title=f"model A, Vbar = 0, sigma = 1: {title} at T (99% Wilson); dotted: beta_c(d)",
+                          xaxis_title="beta")  # fmt: skip
+        out[col] = fig
+    return out
+
+
+def _noise_sweep(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    go = _go()
+    fig = go.Figure()
+    for k, s in t.groupby("setting", sort=False):
+        s = s.sort_values("sigma")
+        name = f"{k} (trend p = {s['trend_p'].iloc[0]:.2g}, sigma_c = {s['sigma_c'].iloc[0]:.3f})"
+        fig.add_trace(go.Scatter(x=s["sigma"], y=s["p_antipodal"], mode="lines+markers", name=name,
+                                 error_y=_err(s, "antipodal")))  # fmt: skip
+    fig.update_layout(title="model A, Vbar = I: antipodal fraction at T vs sigma (99% Wilson)", xaxis_title="sigma")
+    return {"noise sweep": fig}
+
+
 BUILDERS: dict[str, Builder] = {
     "phase-diagram": _phase_diagram,
     "homogenized": _homogenized,
@@ -223,6 +270,8 @@ BUILDERS: dict[str, Builder] = {
     "solver-order": _solver_order,
     "convergence": _convergence,
     "chaos": _chaos,
+    "multi-token": _multi_token,
+    "noise-sweep": _noise_sweep,
 }
 
 
