@@ -298,3 +298,39 @@ def test_cli_rejects_bad_executor_options(tmp_path, args, message):
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], r.output
     assert not out.exists()
+
+
+HEAD = """
+import sys, time
+import ray
+from tokensde.runtime.executors import init_local_ray
+init_local_ray(num_cpus=2)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # until the test closes stdin
+ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_cli_joins_an_existing_ray_cluster(tmp_path, tmp_path_factory):
+    """--ray-address joins a running (here: loopback) cluster and leaves it running."""
+    ref = _reference(tmp_path_factory)
+    head = subprocess.Popen(
+        [sys.executable, "-c", HEAD], env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert head.stdout is not None
+        address = head.stdout.readline().strip()
+        assert address.startswith("127.0.0.1:"), address
+        out = tmp_path / "run"
+        cmd = [*CLI, "run", TINY, "--out", str(out), "--no-progress", "--ray-address", address]
+        # Ray enables token authentication on the clusters it starts; joining by explicit address needs
+        # RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token)
+        r = subprocess.run(cmd, env={**_env(), "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert (out / "results.parquet").read_bytes() == ref
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["execution"]["kind"] == "ray" and manifest["execution"]["ray_address"] == address
+        assert head.poll() is None, "the cluster is not ours to stop"
+    finally:
+        head.communicate(input="", timeout=120)

@@ -184,7 +184,10 @@ def run(
     except ValueError as e:
         fail(str(e))
     except ConnectionError as e:
-        fail(f"ray-address: cannot join the Ray cluster at {ray_address}: {e}")
+        fail(
+            f"ray-address: cannot join the Ray cluster at {ray_address}: {e}"
+            " (a cluster with token authentication needs RAY_AUTH_MODE=token)"
+        )
     except KeyboardInterrupt as e:
         code = getattr(e, "exit_code", 130)
         finished, total = getattr(e, "finished", None), getattr(e, "total", None)

@@ -8,7 +8,7 @@ an iterator of ``(unit, rows)`` in order of completion):
 ``local``
     ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method
     (safe with CUDA and threads), ``workers`` processes (default: one per CPU
-    core). Workers ignore SIGINT (the main process decides when to stop). A
+    core; one on CUDA). Workers ignore SIGINT (the main process decides when to stop). A
     worker that dies mid-unit breaks the pool: it is rebuilt and the unfinished
     units are resubmitted, at most ``max_retries`` times.
 ``ray``
@@ -203,7 +203,9 @@ class LocalExecutor(Executor):
     ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         pending = list(units)
         retries = 0
-        n = min(self.options.workers or cpu_count(), max(1, len(units)))
+        # on CUDA every worker would open its own context on the same device: one by default
+        default = 1 if self.device.startswith("cuda") else cpu_count()
+        n = min(self.options.workers or default, max(1, len(units)))
         while pending:
             pool = self._start(n)
             futures = {
@@ -233,6 +235,20 @@ class LocalExecutor(Executor):
                     )
 
 
+def _loopback_node() -> None:
+    """Make this process's Ray node address 127.0.0.1 (see :func:`init_local_ray`)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
+
+
+def _is_loopback_address(address: str) -> bool:
+    """``127.0.0.1:6379``, ``ray://localhost:10001``, ``[::1]:6379`` -> True."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Start a private local Ray instance that listens on 127.0.0.1 only, dashboard off.
 
@@ -244,11 +260,9 @@ def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> 
     127.0.0.1 (otherwise they bind every interface). The variable is set in
     ``os.environ`` so that processes Ray starts inherit it.
     """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
-    from ray._private import ray_constants
 
-    ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
+    _loopback_node()
     ray.init(
         address="local",
         num_cpus=num_cpus,
@@ -273,8 +287,11 @@ class RayExecutor(Executor):
         import ray
 
         if not ray.is_initialized():
-            if self.options.ray_address is not None:
-                ray.init(address=self.options.ray_address, log_to_driver=False, logging_level=logging.WARNING)
+            address = self.options.ray_address
+            if address is not None:
+                if _is_loopback_address(address):  # a cluster on this machine's loopback: be a loopback node too
+                    _loopback_node()
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
             else:
                 init_local_ray(num_cpus=cpu_count())
             self.owned = True
