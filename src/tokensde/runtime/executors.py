@@ -10,7 +10,9 @@ an iterator of ``(unit, rows)`` in order of completion):
     (safe with CUDA and threads), ``workers`` processes (default: one per CPU
     core; one on CUDA). Workers ignore SIGINT (the main process decides when to stop). A
     worker that dies mid-unit breaks the pool: it is rebuilt and the unfinished
-    units are resubmitted, at most ``max_retries`` times.
+    units are resubmitted, at most ``max_retries`` times. As always with
+    ``spawn``, a calling script must be importable and guard its work with
+    ``if __name__ == "__main__":`` (``python - <<EOF`` scripts cannot use it).
 ``ray``
     One ``ray.remote`` task per unit with ``max_retries`` (a task whose worker
     process dies is retried by Ray; exceptions raised by ``run_unit`` are not
