@@ -324,11 +324,6 @@ def test_cli_bad_config_one_line_nothing_written(tmp_path, name, toml, field, rn
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
 
 
-@pytest.mark.xfail(
-    reason="run reads --config catching only OSError and TOMLDecodeError: tomllib raises a plain ValueError for an"
-    " integer literal over 4300 digits, read_text a UnicodeDecodeError for non-UTF-8 bytes (a traceback, exit 1)",
-    strict=False,
-)
 @pytest.mark.parametrize("content", [b"seed = " + b"1" * 5000 + b"\n", b"seed = \xff\n"])
 def test_cli_unreadable_config_one_line(tmp_path, content):
     from typer.testing import CliRunner
@@ -502,3 +497,17 @@ def test_run_store_writes_open_formats_only(tmp_path):
                 assert all(z[k].dtype != object for k in z.files)
         else:
             assert len(pd.read_parquet(p)) == 2
+
+
+def test_run_help_lists_the_config_keys():
+    from typer.testing import CliRunner
+
+    from tokensde.cli import app
+
+    r = CliRunner().invoke(app, ["run", "convergence", "--help"])
+    assert r.exit_code == 0, r.output
+    for key in ("depths", "ref_depth", "widths", "tol"):
+        assert f"{key}:" in r.output
+    assert "--executor" in r.output  # the command's own options come first
+    r = CliRunner().invoke(app, ["run", "nosuch", "--help"])
+    assert r.exit_code == 2

@@ -93,9 +93,10 @@ def report(
     console.print(f"report -> {path}")
 
 
-@app.command()
+@app.command(add_help_option=False)
 def run(
-    name: Annotated[str, typer.Argument(help="experiment name (see `tokensde list`)")],
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="experiment name (see `tokensde list`)")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML file with config keys")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="small version for CI and laptops")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="run directory (default runs/NAME)")] = None,
@@ -119,6 +120,9 @@ def run(
         str | None,
         typer.Option("--ray-address", help="join this Ray cluster (implies --executor ray); default: a local instance"),
     ] = None,
+    show_help: Annotated[
+        bool, typer.Option("--help", "-h", help="show this help and, with NAME, the experiment's config keys")
+    ] = False,
 ) -> None:
     """Run an experiment; re-running with the same --out resumes.
 
@@ -137,6 +141,17 @@ def run(
         registry = available_experiments()
     except ValueError as e:
         fail(str(e))
+    if show_help:
+        from .experiments.schema import help_text
+
+        typer.echo(ctx.get_help())
+        if name is not None and name in registry:
+            typer.echo("\n" + help_text(registry[name]))
+        elif name is not None:
+            fail(f"name: unknown experiment {name!r} (allowed: {', '.join(registry)})")
+        raise typer.Exit(0)
+    if name is None:
+        fail(f"name: missing experiment name (allowed: {', '.join(registry)})")
     if name not in registry:
         fail(f"name: unknown experiment {name!r} (allowed: {', '.join(registry)})")
     exp = registry[name]
@@ -165,7 +180,9 @@ def run(
             data.update(tomllib.loads(config.read_text()))
         except OSError as e:
             fail(f"config: cannot read {config}: {e.strerror}")
-        except tomllib.TOMLDecodeError as e:
+        except UnicodeDecodeError:
+            fail(f"config: {config} is not UTF-8 text (TOML files are UTF-8)")
+        except (tomllib.TOMLDecodeError, ValueError) as e:
             fail(f"config: {config} is not valid TOML: {e}")
     if seed is not None:
         data["seed"] = seed
@@ -203,6 +220,8 @@ def run(
     for c in verdict["checks"]:
         mark = "[green]ok[/green]" if c["passed"] else "[red]FAIL[/red]"
         console.print(f"{mark} {c['name']}: {c['detail']}")
+    for note in verdict.get("notes", []):
+        console.print(f"[dim]note[/dim] {note}", markup=True, highlight=False)
     colour = "green" if verdict["verdict"] == "PASS" else "red"
     console.print(f"[bold {colour}]{verdict['verdict']}[/bold {colour}] {name} in {time.time() - t0:.1f} s -> {out}")
 
