@@ -231,6 +231,27 @@ def test_interrupt_and_resume_sigint_sigterm(tmp_path, tmp_path_factory):
     assert manifest["units_resumed"] >= len(first) + 1
 
 
+def test_interrupted_ray_sweep_resumes_to_the_serial_results(tmp_path, tmp_path_factory):
+    """A Ray sweep (private local instance) stopped by SIGINT, resumed under Ray: the serial table, byte for byte."""
+    ref = _reference(tmp_path_factory, sleep=0.0)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("sleep = 1.5\n")
+    out = tmp_path / "run"
+    base = [*CLI, "run", TINY, "--config", str(cfg), "--out", str(out), "--no-progress", "--executor", "ray"]
+    code, _, err = _run_until_units([*base, "--workers", "1"], out, signal.SIGINT, at_least=1)
+    assert code == 130, err
+    assert "SIGINT" in err and "resume" in err
+    kept = sorted(p.name for p in (out / "units").glob("u*.json"))
+    assert 1 <= len(kept) < 6 and not (out / "results.parquet").exists()
+    assert not list(out.rglob("*.tmp")), "no half-written files"
+    mtimes = {name: (out / "units" / name).stat().st_mtime_ns for name in kept}
+    r = subprocess.run(base, env=_env(), capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert (out / "results.parquet").read_bytes() == ref
+    for name, t in mtimes.items():  # finished units were not recomputed
+        assert (out / "units" / name).stat().st_mtime_ns == t
+
+
 def test_killed_ray_worker_is_retried(ray_local, tmp_path, tmp_path_factory):
     ref = _reference(tmp_path_factory)
     exp, marker = Tiny(), tmp_path / "killed"

@@ -112,8 +112,15 @@ def test_report_renders_offline_in_chromium(quick_run, browser, name):
     page.wait_for_function(
         "() => document.getElementById('r0-viewer')._fullLayout.sliders[0].active >= 3", timeout=30_000
     )
+    # the tokens move: the viewer animates through depth (the frame's data may land after the slider moves)
+    page.wait_for_function(
+        "(before) => { const x = Array.from(document.getElementById('r0-viewer')._fullData[1].x);"
+        " return x.some((v, i) => Math.abs(v - before[i]) > 1e-6); }",
+        arg=before,
+        timeout=30_000,
+    )
     after = page.evaluate("() => Array.from(document.getElementById('r0-viewer')._fullData[1].x)")
-    assert not np.allclose(before, after)  # the tokens moved: the viewer animates through depth
+    assert not np.allclose(before, after)
     assert requests == [], requests
     assert errors == [], errors
     ctx.close()
