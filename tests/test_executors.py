@@ -117,7 +117,9 @@ def ray_local():
 
 
 def test_default_executor():
-    assert default_executor("cpu", cores=2) == "serial"
+    assert default_executor("cpu", cores=2) == "local"
+    assert default_executor("cpu", cores=1) == "serial"
+    assert default_executor("cpu", cores=2, units=1) == "serial"
     assert default_executor("cpu", cores=16) == "local"
     assert default_executor("cuda", cores=16) == "serial"
     with pytest.raises(ValueError, match="executor: must be one of serial, local, ray"):

@@ -107,7 +107,7 @@ def run(
         str | None,
         typer.Option(
             "--executor",
-            help="serial, local (spawned processes) or ray; default: serial on CUDA or <= 2 cores, local otherwise",
+            help="serial, local (spawned processes) or ray; default: local, serial on CUDA or for one unit",
         ),
     ] = None,
     workers: Annotated[
@@ -190,7 +190,7 @@ def run(
     dev = _device(device)
     out = out or Path("runs") / name
     options = ExecutorOptions(
-        kind=executor or default_executor(dev),
+        kind=executor or default_executor(dev, units=len(exp.plan(cfg))),
         workers=counts["workers"],
         threads=counts["threads"],
         ray_address=ray_address,
