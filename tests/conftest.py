@@ -32,3 +32,24 @@ def quick_run(tmp_path_factory):
         return _QUICK[name]
 
     return get
+
+
+@pytest.fixture
+def rejects_config(tmp_path):
+    """``rejects_config(name, toml, field)``: ``tokensde run NAME --config`` with that TOML exits 2 with one line
+    that names ``field``, and writes nothing."""
+    import subprocess
+    import sys
+
+    def check(name: str, toml: str, field: str) -> None:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(toml + "\n")
+        out = tmp_path / "out"
+        cmd = [sys.executable, "-m", "tokensde.cli", "run", name, "--config", str(cfg), "--out", str(out)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], r.stderr
+        assert not out.exists()
+
+    return check

@@ -2,7 +2,6 @@
 
 import json
 import math
-import subprocess
 import sys
 
 import numpy as np
@@ -127,12 +126,5 @@ def test_cochran_armitage():
         ("noise-sweep", "settings = [{n = 8, d = 4, beta = 1.0, eta = 2}]", "settings"),
     ],
 )
-def test_cli_rejects_bad_config(tmp_path, name, toml, field):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(toml + "\n")
-    out = tmp_path / "out"
-    r = subprocess.run([*CLI, "run", name, "--config", str(cfg), "--out", str(out)], capture_output=True, text=True)
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {field}"), r.stderr
-    assert not out.exists()
+def test_cli_rejects_bad_config(rejects_config, name, toml, field):
+    rejects_config(name, toml, field)

@@ -88,15 +88,8 @@ def test_cli_theory_json():
         ("step = inf", "step"),
     ],
 )
-def test_cli_rejects_bad_config(tmp_path, toml, field):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(toml + "\n")
-    out = tmp_path / "out"
-    r = run_cli("run", "phase-diagram", "--config", str(cfg), "--out", str(out))
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and field in lines[0]
-    assert not out.exists()
+def test_cli_rejects_bad_config(rejects_config, toml, field):
+    rejects_config("phase-diagram", toml, field)
 
 
 def test_cli_rejects_unknown_experiment_and_bad_simulate_args(tmp_path):
