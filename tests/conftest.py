@@ -37,19 +37,21 @@ def quick_run(tmp_path_factory):
 @pytest.fixture
 def rejects_config(tmp_path):
     """``rejects_config(name, toml, field)``: ``tokensde run NAME --config`` with that TOML exits 2 with one line
-    that names ``field``, and writes nothing."""
-    import subprocess
-    import sys
+    on stderr that names ``field``, and writes nothing. In process (typer's runner: the same command function,
+    without paying the interpreter's start-up per case); tests/test_config_fuzz.py also checks real processes."""
+    from typer.testing import CliRunner
+
+    from tokensde.cli import app
 
     def check(name: str, toml: str, field: str) -> None:
         cfg = tmp_path / "c.toml"
         cfg.write_text(toml + "\n")
         out = tmp_path / "out"
-        cmd = [sys.executable, "-m", "tokensde.cli", "run", name, "--config", str(cfg), "--out", str(out)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        assert r.returncode == 2, r.stderr
+        r = CliRunner().invoke(app, ["run", name, "--config", str(cfg), "--out", str(out)])
+        assert r.exit_code == 2, (r.stdout, r.stderr, r.exception)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and field in lines[0], r.stderr
+        assert not r.stdout.strip()
         assert not out.exists()
 
     return check
