@@ -170,7 +170,7 @@ def _scan(
             shape = (s1 - s0, c, n - a)
             block = shape[0] * shape[1] * shape[2]
             g = torch.matmul(xs[:, a : a + c], xt[..., a:], out=g_buf[:block].view(shape))
-            if t_buf is not None:
+            if t_buf is not None and beta is not None:
                 t = torch.mul(g, beta, out=t_buf[:block].view(shape))
                 t.exp_().neg_().add_(e_beta)  # e^beta - e^{beta g}
                 part = t[..., :c].sum((-1, -2)).to(torch.float64)

@@ -69,8 +69,8 @@ from .base import Experiment, ExperimentConfig, Progress, recorded
 
 __all__ = ["Convergence", "ConvergenceConfig", "SERIES"]
 
-SERIES = ("A", "B", "C-depth", "C-width")
 Series = Literal["A", "B", "C-depth", "C-width"]
+SERIES: tuple[Series, ...] = ("A", "B", "C-depth", "C-width")
 
 
 class ConvergenceConfig(ExperimentConfig):
@@ -249,8 +249,7 @@ class Convergence(Experiment):
 
             limit = MultiheadLimit(law(cfg.T / cfg.ref_depth), eta=cfg.T / cfg.ref_depth, kind="diffusive", samples=1)
             for L in cfg.depths:
-                stack_l = law(cfg.T / L)
-                levels.append(Level(str(L), lambda x, xi, h, m=stack_l: m.layer(x, xi, h), cfg.ref_depth // L))
+                levels.append(Level(str(L), law(cfg.T / L).layer, cfg.ref_depth // L))
         levels.append(Level("ref", lambda x, xi, h: euler.step(limit, x, xi, h), 1))
         sup = _SupTracker({str(L): cfg.ref_depth // L for L in cfg.depths}, x0.shape[0], x0.device)
         on_step = (lambda k: progress((k + 1) / cfg.ref_depth)) if progress else None

@@ -51,8 +51,8 @@ from .base import Experiment, ExperimentConfig, Progress, recorded
 
 __all__ = ["SolverOrder", "SolverOrderConfig", "CASES"]
 
-CASES = ("A-euler", "A-heun", "B-euler", "C-euler")
 Case = Literal["A-euler", "A-heun", "B-euler", "C-euler"]
+CASES: tuple[Case, ...] = ("A-euler", "A-heun", "B-euler", "C-euler")
 
 
 class SolverOrderConfig(ExperimentConfig):
