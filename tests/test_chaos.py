@@ -189,3 +189,8 @@ def test_bad_chaos_config_exits_2_naming_the_field(capsys, data, field):
     assert e.value.exit_code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {field}"), lines
+
+
+def test_tiny_dt_is_refused_in_one_line(rejects_config):
+    """T / dt overflowing an integer step count is a config error, not a traceback."""
+    rejects_config("chaos", "dt = 5e-324", "dt")

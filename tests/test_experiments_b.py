@@ -39,6 +39,7 @@ def test_homogenized_quick(quick_run):
         ("scaling-regimes", "eta = [0.2, 0.1]", "eta"),
         ("scaling-regimes", "eta = [0.3, 0.1, 0.05]", "eta"),  # 0.3 does not divide T = 2
         ("scaling-regimes", "vbar = 0.0", "vbar"),
+        ("scaling-regimes", "eta = [5e-324, 0.1, 0.05]", "eta"),  # T / eta overflows an integer
         ("scaling-regimes", "systems = nan", "systems"),
         ("homogenized", "simplex_n = 64", "simplex_d"),
         ("homogenized", "u0 = [1.0]", "u0"),

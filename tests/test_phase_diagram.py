@@ -152,3 +152,13 @@ def test_freezing_collapsed_pairs_changes_no_classification():
             np.testing.assert_array_equal(frozen[key] < lo, full[key] < lo)
             np.testing.assert_array_equal(frozen[key] > hi, full[key] > hi)
     assert (frozen["rho"] > 0.99).mean() > 0.5  # most pairs did collapse, so freezing was exercised
+
+
+def test_zero_horizon_factor_where_the_relaxation_time_is_infinite():
+    """horizon_factor = 0 means the minimal horizon T everywhere, also where tau_a = inf (d = 3, beta = 0)."""
+    from tokensde.experiments.phase_diagram import PhaseDiagramConfig, cell_dt, cell_steps, relaxation_time
+
+    cfg = PhaseDiagramConfig(d=[3], beta=[0.0], horizon_factor=0.0)
+    assert relaxation_time(3, 0.0) == float("inf")
+    steps, critical, _ = cell_steps(cfg, 3, 0.0)
+    assert not critical and steps == 2 * math.ceil(cfg.T / (2.0 * cell_dt(cfg, 3)))

@@ -198,6 +198,8 @@ class ChaosConfig(ExperimentConfig):
     def _dt(cls, v: float, info: Any) -> float:
         t = info.data.get("T")
         if t is not None:
+            if t / v > 1e7:
+                raise ValueError(f"T / dt must be at most 1e7 steps, got T = {t}, dt = {v:g}")
             steps = round(t / v)
             if steps < 1 or not math.isclose(steps * v, t, rel_tol=1e-9):
                 raise ValueError(f"must divide T = {t} (an integer number of steps)")

@@ -101,7 +101,8 @@ def cell_steps(cfg: PhaseDiagramConfig, d: int, beta: float) -> tuple[int, bool,
     affordable horizon would resolve them.
     """
     tau = relaxation_time(d, beta)
-    want = cfg.horizon_factor * tau
+    # horizon_factor = 0 asks for the minimal horizon T in every cell, also at beta_c where tau_a is infinite
+    want = 0.0 if cfg.horizon_factor == 0.0 else cfg.horizon_factor * tau
     critical = bool(want > cfg.T_max)
     horizon = cfg.T if critical else min(max(want, cfg.T), cfg.T_max)
     steps = 2 * math.ceil(horizon / (2.0 * cell_dt(cfg, d)))

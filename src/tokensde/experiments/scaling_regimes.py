@@ -78,6 +78,8 @@ class ScalingRegimesConfig(ExperimentConfig):
         for x in v:
             if not 0.0 < x <= 0.5:
                 raise ValueError(f"each eta must be in (0, 0.5], got {x}")
+            if t is not None and t / x > 1e7:
+                raise ValueError(f"each eta must give at most 1e7 layers (T / eta), got {x}")
             if t is not None and not math.isclose(round(t / x) * x, t, rel_tol=1e-9):
                 raise ValueError(f"each eta must divide T = {t} (an integer number of layers), got {x}")
         v = sorted(set(v), reverse=True)
