@@ -278,9 +278,9 @@ def _error(model: type[BaseModel], data: dict[str, Any]) -> str:
         ("synchronization", {"energy_setting": {"d": 4}}, "error: energy_setting.activation: Field required (allowed:"),
         ("synchronization", {"exponent_settings": [{"activation": "relu", "d": 4}, {"activation": "no", "d": 4}]},
          "error: exponent_settings[1].activation: "),
-        # a validator that lets a non-ValueError escape (round(T / dt) overflows): still one line naming dt
-        ("chaos", {"dt": 5e-324}, "error: dt: invalid value (OverflowError"),
-        ("scaling-regimes", {"eta": [1e-320, 0.1, 0.2]}, "error: eta: invalid value (OverflowError"),
+        # a step so small that T / step overflows an integer: refused by the validators themselves, one line
+        ("chaos", {"dt": 5e-324}, "error: dt: T / dt must be at most 1e7 steps"),
+        ("scaling-regimes", {"eta": [1e-320, 0.1, 0.2]}, "error: eta: each eta must give at most 1e7 layers"),
     ],
 )  # fmt: skip
 def test_error_lines(name, data, expected):
