@@ -11,14 +11,28 @@ touches files, the CLI or an executor.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ExperimentConfig", "Experiment", "Progress", "each_in", "recorded"]
+__all__ = ["Checkpoint", "ExperimentConfig", "Experiment", "Progress", "each_in", "recorded"]
 
 Progress = Callable[[float], None]
+
+
+class Checkpoint(Protocol):
+    """Where a long unit keeps its state between interruptions (the runtime decides where that is).
+
+    A unit that checkpoints saves a flat dictionary of NumPy arrays (no pickled objects)
+    and, when started again, continues from what ``load`` returns; ``load`` returns
+    ``None`` when there is nothing usable (absent, truncated or corrupt).
+    """
+
+    def load(self) -> dict[str, np.ndarray] | None: ...
+
+    def save(self, arrays: dict[str, np.ndarray]) -> None: ...
 
 
 def recorded(
@@ -68,6 +82,8 @@ class Experiment:
     summary: ClassVar[str]
     Config: ClassVar[type[ExperimentConfig]]
     quick: ClassVar[dict[str, Any]] = {}
+    #: ``run_unit`` takes a keyword argument ``checkpoint: Checkpoint | None`` (long units that resume)
+    checkpoints: ClassVar[bool] = False
 
     def plan(self, cfg: Any) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -83,6 +99,10 @@ class Experiment:
 
     def summarize(self, cfg: Any, rows: list[dict[str, Any]]) -> pd.DataFrame:
         return pd.DataFrame(rows)
+
+    def tables(self, cfg: Any, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """Further tidy tables derived from the results table, written as ``NAME.parquet`` beside it."""
+        return {}
 
     def verdict(self, cfg: Any, table: pd.DataFrame) -> dict[str, Any]:
         raise NotImplementedError

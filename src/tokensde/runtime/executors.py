@@ -45,10 +45,11 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from ..experiments.base import Experiment, Progress
-from .store import normalize_rows
+from .store import FileCheckpoint, normalize_rows
 
 __all__ = [
     "EXECUTORS",
@@ -128,16 +129,30 @@ class ExecutorOptions:
 
 
 def execute_unit(
-    exp: Experiment, cfg: Any, unit: dict[str, Any], device: str, threads: int | None, progress: Progress | None = None
+    exp: Experiment,
+    cfg: Any,
+    unit: dict[str, Any],
+    device: str,
+    threads: int | None,
+    progress: Progress | None = None,
+    checkpoints: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Run one unit with ``threads`` torch threads (restored afterwards); rows in their stored form."""
+    """Run one unit with ``threads`` torch threads (restored afterwards); rows in their stored form.
+
+    For an experiment that checkpoints, ``checkpoints`` is the folder of the units'
+    checkpoint files (``None``: the unit runs without one).
+    """
     import torch
 
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        rows = exp.run_unit(cfg, unit, device, progress)
+        if exp.checkpoints:
+            ck = FileCheckpoint(checkpoints / f"{unit['id']}.npz") if checkpoints is not None else None
+            rows = exp.run_unit(cfg, unit, device, progress, checkpoint=ck)  # type: ignore[call-arg]
+        else:
+            rows = exp.run_unit(cfg, unit, device, progress)
     finally:
         torch.set_num_threads(before)
     return normalize_rows(rows)
@@ -146,8 +161,11 @@ def execute_unit(
 class Executor:
     """Runs units; ``run(units)`` yields ``(unit, rows)`` as units finish. A context manager."""
 
-    def __init__(self, exp: Experiment, cfg: Any, device: str, options: ExecutorOptions) -> None:
+    def __init__(
+        self, exp: Experiment, cfg: Any, device: str, options: ExecutorOptions, checkpoints: Path | None = None
+    ) -> None:
         self.exp, self.cfg, self.device, self.options = exp, cfg, device, options
+        self.checkpoints = checkpoints
 
     def __enter__(self) -> Executor:
         return self
@@ -170,7 +188,7 @@ class SerialExecutor(Executor):
     ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         for u in units:
             tick = progress(u) if progress is not None else None
-            yield u, execute_unit(self.exp, self.cfg, u, self.device, self.options.threads, tick)
+            yield u, execute_unit(self.exp, self.cfg, u, self.device, self.options.threads, tick, self.checkpoints)
 
 
 def _worker_init() -> None:
@@ -181,8 +199,10 @@ def _worker_init() -> None:
 class LocalExecutor(Executor):
     """A pool of spawned processes; a broken pool (a worker killed) is rebuilt and unfinished units resubmitted."""
 
-    def __init__(self, exp: Experiment, cfg: Any, device: str, options: ExecutorOptions) -> None:
-        super().__init__(exp, cfg, device, options)
+    def __init__(
+        self, exp: Experiment, cfg: Any, device: str, options: ExecutorOptions, checkpoints: Path | None = None
+    ) -> None:
+        super().__init__(exp, cfg, device, options, checkpoints)
         self.pool: cf.ProcessPoolExecutor | None = None
 
     def _start(self, n: int) -> cf.ProcessPoolExecutor:
@@ -214,7 +234,10 @@ class LocalExecutor(Executor):
         while pending:
             pool = self._start(n)
             futures = {
-                pool.submit(execute_unit, self.exp, self.cfg, u, self.device, self.options.threads): u for u in pending
+                pool.submit(
+                    execute_unit, self.exp, self.cfg, u, self.device, self.options.threads, None, self.checkpoints
+                ): u
+                for u in pending
             }
             broken = False
             while futures and not broken:
@@ -283,8 +306,10 @@ def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> 
 class RayExecutor(Executor):
     """One Ray task per unit (``max_retries`` on worker death, ``num_gpus=1`` on CUDA)."""
 
-    def __init__(self, exp: Experiment, cfg: Any, device: str, options: ExecutorOptions) -> None:
-        super().__init__(exp, cfg, device, options)
+    def __init__(
+        self, exp: Experiment, cfg: Any, device: str, options: ExecutorOptions, checkpoints: Path | None = None
+    ) -> None:
+        super().__init__(exp, cfg, device, options, checkpoints)
         self.owned = False
         self.refs: dict[Any, dict[str, Any]] = {}
 
@@ -334,14 +359,17 @@ class RayExecutor(Executor):
         while queue or self.refs:
             while queue and len(self.refs) < limit:
                 u = queue.pop(0)
-                self.refs[task.remote(exp_ref, cfg_ref, u, self.device, self.options.threads)] = u
+                ref = task.remote(exp_ref, cfg_ref, u, self.device, self.options.threads, None, self.checkpoints)
+                self.refs[ref] = u
             ready, _ = ray.wait(list(self.refs), num_returns=1, timeout=0.5)
             for r in ready:
                 u = self.refs.pop(r)
                 yield u, ray.get(r)
 
 
-def open_executor(exp: Experiment, cfg: Any, device: str, options: ExecutorOptions) -> Executor:
-    """The executor for ``options.kind`` (use as a context manager)."""
+def open_executor(
+    exp: Experiment, cfg: Any, device: str, options: ExecutorOptions, checkpoints: Path | None = None
+) -> Executor:
+    """The executor for ``options.kind`` (use as a context manager); ``checkpoints``: see :func:`execute_unit`."""
     kinds: dict[str, type[Executor]] = {"serial": SerialExecutor, "local": LocalExecutor, "ray": RayExecutor}
-    return kinds[options.kind](exp, cfg, device, options)
+    return kinds[options.kind](exp, cfg, device, options, checkpoints)

@@ -144,7 +144,7 @@ def run_experiment(
                     return tick
 
                 # installed again once the executor is up: ray.init replaces the SIGTERM handler
-                with open_executor(exp, cfg, device, options) as ex, signals.installed():
+                with open_executor(exp, cfg, device, options, store.checkpoint_dir()) as ex, signals.installed():
                     for u, rows in ex.run(todo, progress):
                         with signals.deferred():
                             results[u["id"]] = store.save_unit(u["id"], rows)
@@ -156,6 +156,8 @@ def run_experiment(
             rows = [r for u in units for r in results[u["id"]]]
             table = exp.summarize(cfg, rows)
             store.write_table(table)
+            for name, extra in exp.tables(cfg, table).items():
+                store.write_table(extra, name)
             verdict = exp.verdict(cfg, table)
             store.write_json("verdict.json", verdict)
             with paper_style():

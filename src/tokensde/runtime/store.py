@@ -5,7 +5,10 @@ Layout::
     DIR/manifest.json      config, seed, versions, git revision, device, times
     DIR/units/<id>.json    one file per finished unit, written atomically:
                            {"id": ..., "sha256": <of the canonical JSON of rows>, "rows": [...]}
+    DIR/checkpoints/<id>.npz  the state of a long unit still running (experiments that
+                           checkpoint, e.g. training); removed once the unit is finished
     DIR/results.parquet    the tidy table
+    DIR/<name>.parquet     further tables of some experiments (``Experiment.tables``)
     DIR/verdict.json       {"verdict": "PASS"|"FAIL", "checks": [...]}
     DIR/*.png, *.svg, *.pdf  static figures (one style, :mod:`tokensde.report.style`)
     DIR/trajectories.npz   a few recorded token trajectories (for the sphere viewer)
@@ -36,7 +39,7 @@ import pandas as pd
 
 from ..report.style import FORMATS
 
-__all__ = ["RunStore", "atomic_write", "canonical_rows", "environment", "normalize_rows"]
+__all__ = ["FileCheckpoint", "RunStore", "atomic_write", "canonical_rows", "environment", "normalize_rows"]
 
 
 def canonical_rows(rows: list[dict[str, Any]]) -> bytes:
@@ -109,6 +112,36 @@ def environment(device: str) -> dict[str, Any]:
     }
 
 
+class FileCheckpoint:
+    """A unit's checkpoint: one ``.npz`` of named arrays, written atomically, read without pickle.
+
+    Picklable (a path), so it travels to process-pool and Ray workers; on a multi-machine
+    Ray cluster the run directory must be on a file system the workers share, or a
+    unit interrupted there starts again from its beginning.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> dict[str, np.ndarray] | None:
+        """The saved arrays, or ``None`` if there is no checkpoint or it cannot be read back whole."""
+        if not self.path.exists():
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except Exception:  # noqa: BLE001 - truncated or corrupt: start the unit again
+            return None
+
+    def save(self, arrays: dict[str, np.ndarray]) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
+        atomic_write(self.path, buf.getvalue())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 class RunStore:
     """A run directory for one experiment and one config."""
 
@@ -153,6 +186,12 @@ class RunStore:
     def unit_path(self, unit_id: str) -> Path:
         return self.units / f"{unit_id}.json"
 
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, unit_id: str) -> FileCheckpoint:
+        return FileCheckpoint(self.checkpoint_dir() / f"{unit_id}.npz")
+
     def check_unit(self, unit_id: str) -> tuple[list[dict[str, Any]] | None, str | None]:
         """``(rows, None)`` for a finished unit, ``(None, None)`` if absent, ``(None, why)`` if unusable.
 
@@ -186,15 +225,16 @@ class RunStore:
         data = canonical_rows(rows)
         head = json.dumps({"id": unit_id, "sha256": rows_digest(data)})[:-1]
         atomic_write(self.unit_path(unit_id), head.encode() + b', "rows": ' + data + b"}")
+        self.checkpoint(unit_id).remove()
         return normalize_rows(rows)
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write(self.root / name, json.dumps(obj, indent=2, default=str).encode())
 
-    def write_table(self, table: pd.DataFrame) -> None:
+    def write_table(self, table: pd.DataFrame, name: str = "results") -> None:
         buf = io.BytesIO()
         table.to_parquet(buf, index=False)
-        atomic_write(self.root / "results.parquet", buf.getvalue())
+        atomic_write(self.root / f"{name}.parquet", buf.getvalue())
 
     def write_figures(self, figures: dict[str, Any]) -> list[str]:
         import matplotlib.pyplot as plt
