@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .accuracy import Accuracy
 from .base import Experiment, ExperimentConfig
 from .chaos import Chaos
 from .convergence import Convergence
@@ -9,6 +10,7 @@ from .homogenized import Homogenized
 from .multi_token import MultiToken
 from .noise_sweep import NoiseSweep
 from .phase_diagram import PhaseDiagram
+from .probe import Probe
 from .scaling_regimes import ScalingRegimes
 from .solver_order import SolverOrder
 from .synchronization import Synchronization
@@ -25,6 +27,8 @@ REGISTRY: dict[str, Experiment] = {
         Convergence(),
         MultiToken(),
         NoiseSweep(),
+        Accuracy(),
+        Probe(),
     )
 }
 

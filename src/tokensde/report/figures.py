@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .accuracy_figures import interactive as _accuracy
+from .probe_figures import interactive as _probe
+
 __all__ = ["interactive_figures"]
 
 Builder = Callable[[pd.DataFrame, dict[str, Any]], dict[str, Any]]
@@ -272,6 +275,8 @@ BUILDERS: dict[str, Builder] = {
     "chaos": _chaos,
     "multi-token": _multi_token,
     "noise-sweep": _noise_sweep,
+    "accuracy": _accuracy,
+    "probe": _probe,
 }
 
 

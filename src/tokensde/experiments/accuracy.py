@@ -1,0 +1,422 @@
+r"""``accuracy``: does suppressing the intrinsic noise of the value matrices hurt trained Transformers?
+
+Deep pre-norm (RMSNorm) Transformer classifiers (:mod:`tokensde.nn.transformer`:
+``depth >= 16`` blocks by default, residual branches scaled by ``1/sqrt(depth)`` as
+in model A, one ``d x d`` value matrix per layer and no output projection) are
+trained from the standard random value initialisation and from initialisations
+where that noise is suppressed:
+
+* ``value-scaled``: value matrices multiplied by ``value_scale`` (0.1: noise variance / 100),
+* ``value-zero``: value matrices 0,
+* ``value-identity``: value matrices ``I`` (deterministic; model A's noiseless attention flow),
+* ``value-shared``: one random value matrix copied into every layer (the layer noises are
+  perfectly correlated and do not add up to a Brownian motion).
+
+Everything else is identical between conditions with the same seed index ``k``:
+the other weights (one generator), the random value matrices that the conditions
+transform (a second generator), the data and the order of the mini-batches. The
+comparison between conditions is therefore *paired* by seed.
+
+Data (:mod:`tokensde.nn.data`): scikit-learn's digits as 16 patch tokens (real
+data shipped offline), the synthetic ``pointer`` lookup task (token 0 points at a
+position whose value is the label), and ``torchvision:NAME`` for data sets the user
+has on disk (``data_root``).
+
+One unit = one training run ``(dataset, condition, seed)``; it saves a checkpoint
+(weights, AdamW moments, finished epochs) every ``checkpoint_every`` epochs, so an
+interrupted run resumes where it stopped and ends with the same weights.
+
+Reported (``results.parquet``, one row per ``(dataset, condition, seed)``):
+``test_accuracy``, ``test_loss``, ``train_accuracy``, ``train_loss``, the per-epoch
+training loss, and the token-clustering metrics of the residual stream through
+depth at initialisation (``init_*``) and after training (``trained_*``): lists of
+length ``depth + 1`` over layers (mean overlap, minimum overlap, number of
+clusters, collapsed and antipodal fractions, interaction energy, effective rank;
+:func:`tokensde.nn.train.depth_profile`) on ``profile_examples`` test examples, and
+their last-layer values as scalars (``*_last``). Further tables:
+``depth.parquet`` (the same profiles, one row per run, stage and layer) and
+``summary.parquet`` (per dataset and condition: mean test accuracy with its
+``level`` Student-t interval over seeds; the paired difference to ``standard`` with
+its interval and the paired t-test's two-sided p-value).
+
+Verdict (the catalogue asks for the table, whatever it shows): the checks are that
+every run finished with a finite accuracy, and that training works at all: for
+every data set the ``standard`` condition's interval lies above chance. What the
+comparison shows (which conditions are better or worse, by how much, and how
+accuracy goes with clustering at initialisation: Spearman's rank correlation of
+``test_accuracy`` and ``init_mean_overlap_last`` over all runs of a data set) is in
+the notes and the figures; no direction is assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field, field_validator, model_validator
+from scipy import stats as sstats
+
+from ..metrics import EPS
+from ..nn import data as nndata
+from ..nn.train import (
+    PROFILE_KEYS,
+    TrainSettings,
+    depth_profile,
+    evaluate,
+    load_state_arrays,
+    make_optimizer,
+    state_arrays,
+    steps_per_epoch,
+    train_epoch,
+)
+from ..nn.transformer import TransformerClassifier, initialise
+from ..noise import derive_seed
+from .base import Checkpoint, Experiment, ExperimentConfig, Progress
+
+__all__ = ["Accuracy", "AccuracyConfig", "t_interval"]
+
+Condition = Literal["standard", "value-scaled", "value-zero", "value-identity", "value-shared"]
+
+
+class AccuracyConfig(ExperimentConfig):
+    datasets: list[str] = Field(
+        default=["digits", "pointer"],
+        min_length=1,
+        max_length=8,
+        description="data sets: digits, pointer, or torchvision:NAME (on disk under data_root)",
+    )
+    conditions: list[Condition] = Field(
+        default=["standard", "value-scaled", "value-identity", "value-shared"],
+        min_length=1,
+        description="value initialisations: standard, value-scaled, value-zero, value-identity, value-shared",
+    )
+    seeds: int = Field(default=10, ge=1, le=100, description="training runs per (dataset, condition), in [1, 100]")
+    seed: int = Field(default=0, ge=0, le=2**62, description="base seed")
+    depth: int = Field(default=16, ge=1, le=256, description="Transformer blocks L, in [1, 256]")
+    width: int = Field(default=64, ge=4, le=2048, description="model width d, in [4, 2048]")
+    heads: int = Field(default=4, ge=1, le=64, description="attention heads (must divide width), in [1, 64]")
+    mlp_ratio: int = Field(default=0, ge=0, le=8, description="MLP hidden width / d; 0 = attention-only blocks")
+    value_scale: float = Field(default=0.1, ge=0.0, le=1.0, description="factor of value-scaled, in [0, 1]")
+    epochs: int = Field(default=12, ge=1, le=1000, description="training epochs, in [1, 1000]")
+    batch_size: int = Field(default=64, ge=1, le=8192, description="mini-batch size, in [1, 8192]")
+    lr: float = Field(default=3e-3, gt=0.0, le=1.0, description="peak AdamW learning rate, in (0, 1]")
+    weight_decay: float = Field(default=0.01, ge=0.0, le=1.0, description="AdamW weight decay (matrices), in [0, 1]")
+    warmup: float = Field(default=0.05, ge=0.0, le=0.5, description="warm-up fraction of the steps, in [0, 0.5]")
+    grad_clip: float = Field(default=1.0, ge=0.0, le=1e3, description="gradient-norm clip (0 = none), in [0, 1000]")
+    tokens_per_side: int = Field(default=4, ge=1, le=64, description="image patches per side (digits: 1, 2, 4, 8)")
+    test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0, description="digits: held-out fraction, in (0, 1)")
+    pointer_tokens: int = Field(default=16, ge=2, le=512, description="pointer: tokens per sequence, in [2, 512]")
+    pointer_values: int = Field(default=8, ge=2, le=256, description="pointer: value symbols (classes), in [2, 256]")
+    pointer_train: int = Field(default=4000, ge=1, le=10**6, description="pointer: training sequences")
+    pointer_test: int = Field(default=2000, ge=1, le=10**6, description="pointer: test sequences")
+    pointer_hops: int = Field(default=1, ge=1, le=8, description="pointer: pointers followed to the label, in [1, 8]")
+    data_root: str | None = Field(default=None, description="folder of torchvision data sets (nothing downloaded)")
+    max_train: int = Field(default=0, ge=0, le=10**7, description="torchvision: first examples to train on (0 = all)")
+    max_test: int = Field(default=0, ge=0, le=10**7, description="torchvision: first test examples (0 = all)")
+    profile_examples: int = Field(default=256, ge=1, le=10**5, description="test examples for the depth metrics")
+    beta: float = Field(default=1.0, ge=0.0, le=50.0, description="inverse temperature of the energy, in [0, 50]")
+    eps: float = Field(default=EPS, gt=0.0, lt=1.0, description="cluster threshold <x_i,x_j> > 1 - eps, in (0, 1)")
+    level: float = Field(default=0.95, gt=0.5, lt=1.0, description="confidence level of the intervals, in (0.5, 1)")
+    checkpoint_every: int = Field(default=1, ge=1, le=1000, description="epochs between checkpoints, in [1, 1000]")
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each data set at most once")
+        for name in v:
+            if name not in nndata.DATASETS and not name.startswith(nndata.TORCHVISION):
+                raise ValueError(f"unknown data set {name!r}; allowed: digits, pointer or torchvision:NAME")
+        return v
+
+    @field_validator("conditions")
+    @classmethod
+    def _conditions(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each condition at most once")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AccuracyConfig:
+        if self.width % self.heads:
+            raise ValueError(f"heads must divide width ({self.width}), got {self.heads}")
+        if "digits" in self.datasets and 8 % self.tokens_per_side:
+            raise ValueError(f"tokens_per_side must divide 8 for digits (1, 2, 4, 8), got {self.tokens_per_side}")
+        for name in self.datasets:
+            nndata.check_dataset_name(name, self.data_root)
+        return self
+
+
+def t_interval(x: np.ndarray, level: float) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the Student-t interval of the mean of ``x`` (NaN bounds for fewer than 2 values)."""
+    x = np.asarray(x, dtype=float)
+    m = float(x.mean()) if len(x) else math.nan
+    if len(x) < 2:
+        return m, math.nan, math.nan
+    half = float(sstats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return m, m - half, m + half
+
+
+def _unit_id(dataset: str, condition: str, k: int) -> str:
+    return f"{dataset.replace(':', '_')}-{condition}-s{k}"
+
+
+def load_data(cfg: AccuracyConfig, name: str) -> nndata.TokenData:
+    return nndata.load(
+        name,
+        tokens_per_side=cfg.tokens_per_side,
+        test_fraction=cfg.test_fraction,
+        pointer_tokens=cfg.pointer_tokens,
+        pointer_values=cfg.pointer_values,
+        pointer_train=cfg.pointer_train,
+        pointer_test=cfg.pointer_test,
+        pointer_hops=cfg.pointer_hops,
+        root=cfg.data_root,
+        max_train=cfg.max_train,
+        max_test=cfg.max_test,
+        data_seed=derive_seed(cfg.seed, name, "data") % 2**31,
+    )
+
+
+def build(cfg: AccuracyConfig, data: nndata.TokenData, condition: str, k: int) -> TransformerClassifier:
+    """The classifier of run ``(data, condition, k)`` at initialisation (CPU, float32)."""
+    model = TransformerClassifier(
+        data.n_tokens,
+        data.n_features,
+        data.n_classes,
+        width=cfg.width,
+        depth=cfg.depth,
+        heads=cfg.heads,
+        mlp_ratio=cfg.mlp_ratio,
+        readout=data.readout,
+    )
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, data.name, k, "init"))
+    value_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, data.name, k, "values"))
+    initialise(model, condition, gen, value_gen, cfg.value_scale)
+    return model
+
+
+def _settings(cfg: AccuracyConfig) -> TrainSettings:
+    return TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.grad_clip)
+
+
+class Accuracy(Experiment):
+    name = "accuracy"
+    summary = "train deep pre-norm Transformers with and without the value-matrix noise; accuracy and clustering"
+    Config = AccuracyConfig
+    checkpoints = True
+    quick = {
+        "seeds": 2,
+        "width": 32,
+        "epochs": 6,
+        "pointer_train": 2000,
+        "pointer_test": 1000,
+        "profile_examples": 64,
+    }
+
+    def plan(self, cfg: AccuracyConfig) -> list[dict[str, Any]]:
+        return [
+            {"id": _unit_id(ds, c, k), "dataset": ds, "condition": c, "seed": k}
+            for ds in cfg.datasets
+            for c in cfg.conditions
+            for k in range(cfg.seeds)
+        ]
+
+    def unit_cost(self, cfg: AccuracyConfig, unit: dict[str, Any]) -> float:
+        return float(cfg.epochs)
+
+    def run_unit(
+        self,
+        cfg: AccuracyConfig,
+        unit: dict[str, Any],
+        device: str,
+        progress: Progress | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> list[dict[str, Any]]:
+        data = load_data(cfg, unit["dataset"])
+        k, condition = int(unit["seed"]), str(unit["condition"])
+        model = build(cfg, data, condition, k).to(device)
+        s = _settings(cfg)
+        opt = make_optimizer(model, s)
+        dev = torch.device(device)
+        xtr, ytr = data.x_train.to(dev), data.y_train.to(dev)
+        xte, yte = data.x_test.to(dev), data.y_test.to(dev)
+        probe = xte[: cfg.profile_examples]
+        order_seed = derive_seed(cfg.seed, data.name, k, "order")
+
+        saved = checkpoint.load() if checkpoint is not None else None
+        if saved is not None and "epoch" in saved:
+            load_state_arrays(model, opt, saved)
+            start = int(saved["epoch"])
+            losses = [float(v) for v in saved["losses"]]
+            init = {key: saved[f"init.{key}"] for key in PROFILE_KEYS}
+            if progress is not None and start:
+                progress(float(start))
+        else:
+            start, losses = 0, []
+            init = depth_profile(model, probe, cfg.beta, cfg.eps)
+        for epoch in range(start, cfg.epochs):
+            losses.append(train_epoch(model, opt, xtr, ytr, s, epoch, order_seed, progress))
+            if checkpoint is not None and epoch + 1 < cfg.epochs and (epoch + 1) % cfg.checkpoint_every == 0:
+                arrays = state_arrays(model, opt)
+                arrays["epoch"] = np.asarray(epoch + 1)
+                arrays["losses"] = np.asarray(losses)
+                arrays.update({f"init.{key}": init[key] for key in PROFILE_KEYS})
+                checkpoint.save(arrays)
+        test_acc, test_loss = evaluate(model, xte, yte)
+        train_acc, train_loss = evaluate(model, xtr, ytr)
+        trained = depth_profile(model, probe, cfg.beta, cfg.eps)
+        row: dict[str, Any] = {
+            "dataset": data.name,
+            "condition": condition,
+            "seed": k,
+            "test_accuracy": test_acc,
+            "test_loss": test_loss,
+            "train_accuracy": train_acc,
+            "train_loss": train_loss,
+            "chance": 1.0 / data.n_classes,
+            "n_train": int(data.x_train.shape[0]),
+            "n_test": int(data.x_test.shape[0]),
+            "epochs": cfg.epochs,
+            "steps": cfg.epochs * steps_per_epoch(int(data.x_train.shape[0]), cfg.batch_size),
+            "loss_history": losses,
+            "loss_auc": float(np.mean(losses)),
+        }
+        for stage, prof in (("init", init), ("trained", trained)):
+            for key in PROFILE_KEYS:
+                vals = [float(v) for v in np.asarray(prof[key], dtype=float)]
+                row[f"{stage}_{key}"] = vals
+                row[f"{stage}_{key}_last"] = vals[-1]
+        return [row]
+
+    def summarize(self, cfg: AccuracyConfig, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        return pd.DataFrame(rows)
+
+    def tables(self, cfg: AccuracyConfig, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        return {"depth": depth_table(table), "summary": summary_table(table, cfg.level)}
+
+    def verdict(self, cfg: AccuracyConfig, table: pd.DataFrame) -> dict[str, Any]:
+        summ = summary_table(table, cfg.level)
+        expected = len(cfg.datasets) * len(cfg.conditions) * cfg.seeds
+        finite = bool(np.isfinite(table["test_accuracy"]).all()) if len(table) else False
+        checks = [
+            {
+                "name": "every run finished with a finite test accuracy",
+                "passed": len(table) == expected and finite,
+                "detail": f"{len(table)} of {expected} runs",
+            }
+        ]
+        ref = "standard" if "standard" in cfg.conditions else cfg.conditions[0]
+        acc = summ[summ["metric"] == "test_accuracy"]
+        learn = acc[acc["condition"] == ref]
+        one = learn["runs"] == 1
+        above = bool(((learn["low"] > learn["chance"]) | (one & (learn["mean"] > learn["chance"]))).all())
+        checks.append(
+            {
+                "name": f"training works: the {ref} condition beats chance ({cfg.level:.0%} interval above it)",
+                "passed": above and not learn.empty,
+                "detail": ", ".join(
+                    f"{r.dataset}: {r.mean:.3f} [{r.low:.3f}, {r.high:.3f}] vs chance {r.chance:.3f}"
+                    for r in learn.itertuples()
+                ),
+            }
+        )
+        notes = [f"test accuracy, mean over seeds with {cfg.level:.0%} t-interval; paired difference to standard:"]
+        notes += table_lines(summ, "test_accuracy")
+        notes.append("mean training loss over the epochs (area under the training curve; lower = faster):")
+        notes += table_lines(summ, "loss_auc")
+        for ds, s in table.groupby("dataset", sort=False):
+            if len(s) >= 3 and s["init_mean_overlap_last"].nunique() > 1 and s["test_accuracy"].nunique() > 1:
+                rho, p = sstats.spearmanr(s["init_mean_overlap_last"], s["test_accuracy"])
+                notes.append(
+                    f"{ds}: Spearman rho(init last-layer mean overlap, test accuracy) = {rho:.2f} "
+                    f"(p = {p:.2g}, {len(s)} runs)"
+                )
+        return {
+            "verdict": "PASS" if all(c["passed"] for c in checks) else "FAIL",
+            "checks": checks,
+            "notes": notes,
+            "table": summ.to_dict(orient="records"),
+        }
+
+    def figures(self, cfg: AccuracyConfig, table: pd.DataFrame) -> dict[str, Any]:
+        from ..report.accuracy_figures import accuracy_figures
+
+        return accuracy_figures(table, summary_table(table, cfg.level))
+
+
+def depth_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, condition, seed, stage, layer) with the depth profiles' metrics."""
+    out: list[dict[str, Any]] = []
+    for r in table.to_dict(orient="records"):
+        for stage in ("init", "trained"):
+            layers = len(r[f"{stage}_mean_overlap"])
+            for layer in range(layers):
+                rec: dict[str, Any] = {
+                    "dataset": r["dataset"],
+                    "condition": r["condition"],
+                    "seed": r["seed"],
+                    "stage": stage,
+                    "layer": layer,
+                }
+                rec.update({key: float(r[f"{stage}_{key}"][layer]) for key in PROFILE_KEYS})
+                out.append(rec)
+    return pd.DataFrame(out)
+
+
+SUMMARY_METRICS = ("test_accuracy", "test_loss", "loss_auc")
+
+
+def summary_table(table: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Per (dataset, condition, metric): mean over seeds, its t-interval, the paired difference to ``standard``.
+
+    Metrics: ``test_accuracy``, ``test_loss`` and ``loss_auc`` (the mean training loss over
+    the epochs, the area under the training curve: lower is faster learning).
+    """
+    out: list[dict[str, Any]] = []
+    for (ds, cond), s in table.groupby(["dataset", "condition"], sort=False):
+        s = s.sort_values("seed")
+        ref = table[(table["dataset"] == ds) & (table["condition"] == "standard")]
+        both = s.merge(ref, on="seed", suffixes=("", "_ref")) if cond != "standard" and len(ref) else None
+        for metric in SUMMARY_METRICS:
+            vals = s[metric].to_numpy(dtype=float)
+            m, lo, hi = t_interval(vals, level)
+            rec: dict[str, Any] = {
+                "dataset": ds,
+                "condition": cond,
+                "metric": metric,
+                "runs": len(vals),
+                "mean": m,
+                "low": lo,
+                "high": hi,
+                "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan,
+                "chance": float(s["chance"].iloc[0]),
+                "init_mean_overlap_last": float(s["init_mean_overlap_last"].mean()),
+                "init_effective_rank_last": float(s["init_effective_rank_last"].mean()),
+                "diff": math.nan,
+                "diff_low": math.nan,
+                "diff_high": math.nan,
+                "diff_p": math.nan,
+            }
+            if both is not None:
+                d = (both[metric] - both[f"{metric}_ref"]).to_numpy(dtype=float)
+                dm, dlo, dhi = t_interval(d, level)
+                rec.update({"diff": dm, "diff_low": dlo, "diff_high": dhi})
+                if len(d) >= 2 and np.std(d) > 0:
+                    rec["diff_p"] = float(sstats.ttest_1samp(d, 0.0).pvalue)
+            out.append(rec)
+    return pd.DataFrame(out)
+
+
+def table_lines(summ: pd.DataFrame, metric: str = "test_accuracy") -> list[str]:
+    """One metric of the summary as aligned text lines: mean [interval], paired difference to ``standard``."""
+    lines = []
+    for r in summ[summ["metric"] == metric].itertuples():
+        line = f"{r.dataset:>10} {r.condition:<15} {r.mean:.4f} [{r.low:.4f}, {r.high:.4f}] ({r.runs} seeds)"
+        if not math.isnan(r.diff):
+            line += f"  diff {r.diff:+.4f} [{r.diff_low:+.4f}, {r.diff_high:+.4f}] p = {r.diff_p:.2g}"
+        lines.append(line)
+    return lines
