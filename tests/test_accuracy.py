@@ -85,6 +85,21 @@ def test_pointer_labels_follow_the_pointers(hops):
         assert y[e] == val[j - 1]
 
 
+def test_online_pointer_data_is_fresh_every_epoch_and_reproducible():
+    d = nndata.pointer(8, 4, 100, 20, seed=1, hops=2, online=True)
+    x0, _ = d.train_data(0)
+    x1, y1 = d.train_data(1)
+    assert torch.equal(x0, d.x_train) and not torch.equal(x0, x1)
+    x1b, y1b = nndata.pointer(8, 4, 100, 20, seed=1, hops=2, online=True).train_data(1)
+    assert torch.equal(x1, x1b) and torch.equal(y1, y1b)
+    ptr = x1[:, :, :7].argmax(-1) + 1
+    val = x1[:, 1:, 7:].argmax(-1)
+    j = ptr[torch.arange(100), ptr[:, 0]]
+    assert torch.equal(y1, val[torch.arange(100), j - 1])
+    fixed = nndata.pointer(8, 4, 100, 20, seed=1, hops=2)
+    assert fixed.sampler is None and torch.equal(fixed.train_data(3)[0], fixed.x_train)
+
+
 def test_pointer_labels_are_uniform():
     d = nndata.pointer(16, 8, 4000, 10, seed=0)
     counts = np.bincount(d.y_train.numpy(), minlength=8)
@@ -231,9 +246,10 @@ class _Stop(Exception):
     pass
 
 
-def test_interrupted_unit_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
+@pytest.mark.parametrize("dataset", ["digits", "pointer"])
+def test_interrupted_unit_resumes_from_its_checkpoint_with_the_same_result(tmp_path, dataset):
     exp, cfg = Accuracy(), AccuracyConfig(**TINY)
-    unit = exp.plan(cfg)[0]
+    unit = next(u for u in exp.plan(cfg) if u["dataset"] == dataset)
     whole = exp.run_unit(cfg, unit, "cpu")
     ck = FileCheckpoint(tmp_path / "u.npz")
     done = [0.0]
@@ -280,9 +296,9 @@ def test_summary_pairs_conditions_by_seed():
         base = rng.normal(0.9, 0.02)
         for cond, shift in (("standard", 0.0), ("value-zero", -0.05)):
             rows.append(
-                {"dataset": "digits", "condition": cond, "seed": k, "test_accuracy": base + shift + rng.normal(0, 0.001),
-                 "test_loss": 0.3, "loss_auc": 1.0 + k, "chance": 0.1, "init_mean_overlap_last": 0.1,
-                 "init_effective_rank_last": 3.0}
+                {"dataset": "digits", "condition": cond, "seed": k,
+                 "test_accuracy": base + shift + rng.normal(0, 0.001), "test_loss": 0.3, "loss_auc": 1.0 + k,
+                 "chance": 0.1, "init_mean_overlap_last": 0.1, "init_effective_rank_last": 3.0}
             )  # fmt: skip
     table = pd.DataFrame(rows[::-1])  # order must not matter
     s = summary_table(table, 0.95)
@@ -317,7 +333,7 @@ def test_quick_cli_run(tmp_path):
     r = CliRunner().invoke(app, ["run", "accuracy", "--quick", "--out", str(out), "--no-progress"])
     assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
     assert "PASS" in r.stdout
-    exp, cfg = Accuracy(), AccuracyConfig(**Accuracy.quick)
+    cfg = AccuracyConfig(**Accuracy.quick)
     t = pd.read_parquet(out / "results.parquet")
     assert len(t) == len(cfg.datasets) * len(cfg.conditions) * cfg.seeds
     assert not t.duplicated(["dataset", "condition", "seed"]).any()

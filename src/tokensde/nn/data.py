@@ -21,6 +21,10 @@ the token the classifier reads its answer from.
   ``v_{j_k}``. Chance is ``1/K``; each hop needs one round of content-based
   attention (a pointer matched against positions), so ``k`` hops need a
   composition of ``k`` attention steps through depth. Read-out: token 0.
+  With ``online=True`` every epoch trains on ``n_train`` fresh sequences (epoch
+  ``e`` drawn from ``derive_seed(seed, "epoch", e)``): unlimited data, so the
+  task measures what the model learns, not what it memorises; the test set is
+  fixed.
 * ``torchvision:NAME`` (e.g. ``torchvision:MNIST``, ``torchvision:CIFAR10``): a
   data set of ``torchvision.datasets`` that is already on disk under ``root``
   (``download=False``: nothing is fetched), its own train/test split, the first
@@ -31,6 +35,7 @@ the token the classifier reads its answer from.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..noise import derive_seed
 
 __all__ = ["TokenData", "digits", "pointer", "torchvision_data", "load", "patches", "check_dataset_name"]
 
@@ -56,6 +63,14 @@ class TokenData:
     y_test: Tensor
     n_classes: int
     readout: str  # "mean" or "first"
+    #: ``epoch -> (x, y)``: fresh training data per epoch (``None``: ``x_train``, ``y_train`` every epoch)
+    sampler: Callable[[int], tuple[Tensor, Tensor]] | None = None
+
+    def train_data(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """The training examples of ``epoch``."""
+        if self.sampler is None or epoch == 0:
+            return self.x_train, self.y_train
+        return self.sampler(epoch)
 
     @property
     def n_tokens(self) -> int:
@@ -109,7 +124,13 @@ def _pointer_split(n: int, values: int, hops: int, size: int, gen: torch.Generat
 
 
 def pointer(
-    n_tokens: int = 16, values: int = 8, n_train: int = 4000, n_test: int = 2000, seed: int = 0, hops: int = 2
+    n_tokens: int = 16,
+    values: int = 8,
+    n_train: int = 4000,
+    n_test: int = 2000,
+    seed: int = 0,
+    hops: int = 2,
+    online: bool = False,
 ) -> TokenData:
     """The synthetic pointer-chasing task (see the module docstring); train and test drawn independently."""
     if n_tokens < 2:
@@ -119,7 +140,12 @@ def pointer(
     gen = torch.Generator().manual_seed(seed)
     xtr, ytr = _pointer_split(n_tokens, values, hops, n_train, gen)
     xte, yte = _pointer_split(n_tokens, values, hops, n_test, gen)
-    return TokenData("pointer", xtr, ytr, xte, yte, values, "first")
+
+    def epoch_data(epoch: int) -> tuple[Tensor, Tensor]:
+        g = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
+        return _pointer_split(n_tokens, values, hops, n_train, g)
+
+    return TokenData("pointer", xtr, ytr, xte, yte, values, "first", epoch_data if online else None)
 
 
 def _tv_arrays(ds: Any, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +211,7 @@ def load(
     pointer_train: int = 4000,
     pointer_test: int = 2000,
     pointer_hops: int = 2,
+    pointer_online: bool = False,
     root: str | None = None,
     max_train: int = 0,
     max_test: int = 0,
@@ -195,6 +222,8 @@ def load(
     if name == "digits":
         return digits(tokens_per_side, test_fraction, data_seed)
     if name == "pointer":
-        return pointer(pointer_tokens, pointer_values, pointer_train, pointer_test, data_seed, pointer_hops)
+        return pointer(
+            pointer_tokens, pointer_values, pointer_train, pointer_test, data_seed, pointer_hops, pointer_online
+        )
     assert root is not None
     return torchvision_data(name[len(TORCHVISION) :], root, tokens_per_side, max_train, max_test)

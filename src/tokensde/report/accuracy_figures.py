@@ -12,20 +12,21 @@ __all__ = ["accuracy_figures"]
 PROFILE_PANELS = (
     ("mean_overlap", "mean overlap"),
     ("effective_rank", "effective rank"),
-    ("n_clusters", "clusters"),
+    ("energy", "interaction energy"),
 )
 
 
 def accuracy_figures(table: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
+    summary_all = summary
     summary = summary[summary["metric"] == "test_accuracy"]
     datasets = list(dict.fromkeys(table["dataset"]))
     conditions = list(dict.fromkeys(table["condition"]))
     colors = dict(zip(conditions, plt.get_cmap("tab10")(np.arange(len(conditions)) % 10), strict=True))
 
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 4.0), squeeze=False)
-    for ax, ds in zip(axes[0], datasets, strict=True):
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(10.5, 3.6 * len(datasets)), squeeze=False)
+    for (ax, dax), ds in zip(axes, datasets, strict=True):
         for i, cond in enumerate(conditions):
             runs = table[(table["dataset"] == ds) & (table["condition"] == cond)]
             jitter = np.linspace(-0.12, 0.12, max(len(runs), 1))[: len(runs)]
@@ -36,11 +37,25 @@ def accuracy_figures(table: pd.DataFrame, summary: pd.DataFrame) -> dict[str, An
                 err = None if np.isnan(r["low"]) else [[r["mean"] - r["low"]], [r["high"] - r["mean"]]]
                 ax.errorbar([i + 0.3], [r["mean"]], yerr=err, fmt="s", color=colors[cond], capsize=3, ms=5)
         chance = float(table[table["dataset"] == ds]["chance"].iloc[0])
-        ax.axhline(chance, color="0.6", ls=":", lw=1, label="chance")
-        ax.set_xticks(range(len(conditions)), conditions, rotation=30, ha="right")
-        ax.set_title(ds)
+        ax.set_xticks(range(len(conditions)), conditions, rotation=20, ha="right")
+        ax.set_title(f"{ds} (chance {chance:.3f})")
         ax.set_ylabel("test accuracy")
-        ax.legend(loc="lower left", fontsize=8)
+        # paired differences to standard, in percentage points, for accuracy and learning speed
+        rows = [r for r in summary_all[summary_all["dataset"] == ds].itertuples() if not np.isnan(r.diff)]
+        for j, metric in enumerate(("test_accuracy", "loss_auc")):
+            pts = [r for r in rows if r.metric == metric]
+            for k, r in enumerate(pts):
+                y = k + (0.15 if j else -0.15)
+                scale = 100.0 if metric == "test_accuracy" else 1.0
+                lo, hi = (r.diff_low * scale, r.diff_high * scale) if not np.isnan(r.diff_low) else (r.diff, r.diff)
+                dax.plot([lo, hi], [y, y], "-", color=colors[r.condition], lw=2)
+                dax.plot([r.diff * scale], [y], "o" if j == 0 else "D", color=colors[r.condition], ms=5,
+                         mfc="white" if j else colors[r.condition])  # fmt: skip
+            if j == 0:
+                dax.set_yticks(range(len(pts)), [r.condition for r in pts])
+        dax.axvline(0.0, color="0.5", lw=0.8)
+        dax.set_title(f"{ds}: paired difference to standard (95%)")
+        dax.set_xlabel("test accuracy, points (filled)  |  mean training loss (open)")
     fig.suptitle("test accuracy per seed (dots), mean and 95% interval (squares)")
     fig.tight_layout()
 
