@@ -126,7 +126,9 @@ class NoiseStream:
                 self.blocks.append((offset + b0 - start, offset + min(b0 + block, stop) - start, g))
             offset += stop - start
         self.size = offset
-        self._buf = torch.empty((slab, self.size, *self.shape), dtype=dtype, device=self.device)
+        # system-major (size, slab, *shape): each block's draw lands in place, no transposing copy;
+        # the steps are strided views of it
+        self._buf = torch.empty((self.size, slab, *self.shape), dtype=dtype, device=self.device)
         self._k = slab
         self._needed = [True] * len(self.blocks)
         self.block_of = torch.empty(self.size, dtype=torch.long, device=self.device)
@@ -145,8 +147,7 @@ class NoiseStream:
         for (lo, hi, g), needed in zip(self.blocks, self._needed, strict=True):
             if not needed:
                 continue  # retired systems: their later numbers are never used
-            draw = torch.randn((hi - lo, self.slab, *self.shape), generator=g, dtype=self.dtype, device=self.device)
-            self._buf[:, lo:hi] = draw.transpose(0, 1)
+            torch.randn((hi - lo, self.slab, *self.shape), generator=g, out=self._buf[lo:hi])
         self._k = 0
 
     @property
@@ -163,13 +164,13 @@ class NoiseStream:
             raise RuntimeError("next_slab() called in the middle of a slab")
         self._refill()
         self._k = self.slab
-        return self._buf
+        return self._buf.transpose(0, 1)
 
     def next(self) -> Tensor:
         """The next step's normals, ``(B, *shape)`` (a view, valid until the next slab is drawn)."""
         if self._k == self.slab:
             self._refill()
-        out = self._buf[self._k]
+        out = self._buf[:, self._k]
         self._k += 1
         return out
 

@@ -163,35 +163,55 @@ def simulate_pairs(
         gap = 0.5 * ((zz[:, 0] - zz[:, 1]) ** 2).sum(-1)
         return idx[(horizon[idx] > k) & (gap >= collapse_tol)]
 
-    alive = torch.arange(x.shape[0], device=device)
+    total = x.shape[0]
+    alive = torch.arange(total, device=device)
     alive_c = alive.clone()
     sq2 = 1.0 / math.sqrt(2.0)
-    xi_prev = torch.empty(0)
-    running = 0
-    for k in range(max(steps)):
-        if k % stream.slab == 0:  # slab boundaries are even: a coarse pair of steps never straddles a refill
-            alive, alive_c = keep(x, alive, k), keep(xc, alive_c, k)
-            needed = torch.zeros(len(stream.blocks), dtype=torch.bool, device=device)
-            needed[stream.block_of[alive]] = True
-            needed[stream.block_of[alive_c]] = True
-            stream.retire(needed)
-            running = sum(runs for s in steps if s > k)
-        xi = stream.next()
-        if len(alive):
-            x[alive] = pair_euler_step(x[alive], xi[alive], beta[alive], dt, 1.0)
-        if k % 2 == 0:
-            xi_prev = xi
-        elif len(alive_c):
-            xic = (xi_prev[alive_c] + xi[alive_c]) * sq2
-            xc[alive_c] = pair_euler_step(xc[alive_c], xic, beta[alive_c], 2.0 * dt, 1.0)
-        done = k + 1
-        for i in halves.get(done, []):
-            out["rho_half"][i] = overlap(x, i)
-        for i in ends.get(done, []):
-            out["rho"][i] = overlap(x, i)
-            out["rho_coarse"][i] = overlap(xc, i)
-        if progress is not None:
-            progress(running)
+    records = set(ends) | set(halves)
+
+    def gather(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return z if len(idx) == total else z[idx]
+
+    def scatter(z: torch.Tensor, idx: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        if len(idx) == total:
+            return part
+        z[idx] = part
+        return z
+
+    k_end = max(steps)
+    for k0 in range(0, k_end, stream.slab):
+        # slab boundaries are even: a coarse pair of steps never straddles a refill. The systems
+        # still running are gathered once per slab into contiguous working sets (xa, xca).
+        alive, alive_c = keep(x, alive, k0), keep(xc, alive_c, k0)
+        needed = torch.zeros(len(stream.blocks), dtype=torch.bool, device=device)
+        needed[stream.block_of[alive]] = True
+        needed[stream.block_of[alive_c]] = True
+        stream.retire(needed)
+        running = sum(runs for s in steps if s > k0)
+        slab = stream.next_slab()
+        n_here = min(stream.slab, k_end - k0)
+        xa, ba = gather(x, alive), gather(beta, alive)
+        xca, bca = gather(xc, alive_c), gather(beta, alive_c)
+        # the slab is a view of a system-major buffer: gather along that (contiguous) axis
+        by_system = slab.transpose(0, 1)
+        noise = slab if len(alive) == total else by_system[alive].transpose(0, 1)
+        noise_c = slab if len(alive_c) == total else by_system[alive_c].transpose(0, 1)
+        for j in range(n_here):
+            if len(alive):
+                xa = pair_euler_step(xa, noise[j], ba, dt, 1.0)
+            if j % 2 == 1 and len(alive_c):
+                xca = pair_euler_step(xca, (noise_c[j - 1] + noise_c[j]) * sq2, bca, 2.0 * dt, 1.0)
+            done = k0 + j + 1
+            if done in records:
+                x, xc = scatter(x, alive, xa), scatter(xc, alive_c, xca)
+                for i in halves.get(done, []):
+                    out["rho_half"][i] = overlap(x, i)
+                for i in ends.get(done, []):
+                    out["rho"][i] = overlap(x, i)
+                    out["rho_coarse"][i] = overlap(xc, i)
+            if progress is not None:
+                progress(running)
+        x, xc = scatter(x, alive, xa), scatter(xc, alive_c, xca)
     return out
 
 
