@@ -8,4 +8,10 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install --quiet "torch==2.13.0"
 fi
-.venv/bin/pip install --quiet -e ".[test,bench]"
+# (re)install only when the project's metadata changed since the last install
+stamp=.venv/.tokensde-installed
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c "import tokensde" 2>/dev/null; then
+  .venv/bin/pip install --quiet -e ".[test,bench]"
+  echo "$want" > "$stamp"
+fi

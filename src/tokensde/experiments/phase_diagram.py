@@ -179,6 +179,7 @@ def simulate_pairs(
         return z
 
     k_end = max(steps)
+    chunk = max(1024, CHUNK_ENTRIES // d)
     for k0 in range(0, k_end, stream.slab):
         # slab boundaries are even: a coarse pair of steps never straddles a refill. The systems
         # still running are gathered once per slab into contiguous working sets (xa, xca).
@@ -196,6 +197,20 @@ def simulate_pairs(
         by_system = slab.transpose(0, 1)
         noise = slab if len(alive) == total else by_system[alive].transpose(0, 1)
         noise_c = slab if len(alive_c) == total else by_system[alive_c].transpose(0, 1)
+        if not any(k0 < r <= k0 + n_here for r in records):
+            # no state is read inside this slab: run all its steps on one cache-sized chunk of
+            # pairs after the other (the step is elementwise per pair: the same numbers)
+            for lo in range(0, len(alive), chunk):
+                hi = lo + chunk
+                xa[lo:hi] = _pair_steps(xa[lo:hi], noise[:n_here, lo:hi], ba[lo:hi], dt, 1)
+            for lo in range(0, len(alive_c), chunk):
+                hi = lo + chunk
+                xca[lo:hi] = _pair_steps(xca[lo:hi], noise_c[:n_here, lo:hi], bca[lo:hi], dt, 2)
+            if progress is not None:
+                for _ in range(n_here):
+                    progress(running)
+            x, xc = scatter(x, alive, xa), scatter(xc, alive_c, xca)
+            continue
         for j in range(n_here):
             if len(alive):
                 xa = pair_euler_step(xa, noise[j], ba, dt, 1.0)
@@ -215,6 +230,38 @@ def simulate_pairs(
     return out
 
 
+#: coordinates per token in a cache-sized chunk of pairs (a chunk's state is ``2 * CHUNK_ENTRIES`` numbers)
+CHUNK_ENTRIES = 2**17
+
+
+def _pair_steps(x: torch.Tensor, noise: torch.Tensor, beta: torch.Tensor, dt: float, every: int) -> torch.Tensor:
+    """``len(noise) // every`` fused steps of size ``every * dt``; a step of size ``2 dt`` takes the
+    normalised sum of two consecutive normals (the coarse run of :func:`simulate_pairs`)."""
+    if every == 1:
+        for k in range(noise.shape[0]):
+            x = pair_euler_step(x, noise[k], beta, dt, 1.0)
+        return x
+    sq2 = 1.0 / math.sqrt(2.0)
+    for k in range(1, noise.shape[0], 2):
+        x = pair_euler_step(x, (noise[k - 1] + noise[k]) * sq2, beta, 2.0 * dt, 1.0)
+    return x
+
+
+#: pair-steps (runs x steps) per unit above which a dimension's betas are split into several units
+UNIT_WORK = 64e6
+
+
+def _balanced_groups(work: list[float], parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous index ranges of ``work`` whose sums are close to ``sum(work) / parts``."""
+    total, acc, bounds = sum(work), 0.0, [0]
+    for i, w in enumerate(work):
+        acc += w
+        if len(bounds) < parts and acc >= total * len(bounds) / parts and i + 1 < len(work):
+            bounds.append(i + 1)
+    bounds.append(len(work))
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
 class PhaseDiagram(Experiment):
     name = "phase-diagram"
     summary = "Model A, two tokens: Monte-Carlo P(antipodal) over (d, beta) against the exact exit law"
@@ -222,26 +269,40 @@ class PhaseDiagram(Experiment):
     quick = {"d": [4, 10], "beta": [0.0, 1.0, 2.0, 3.0, 4.0], "runs": 500, "T": 20.0, "T_max": 60.0, "step": 0.1}
 
     def plan(self, cfg: PhaseDiagramConfig) -> list[dict[str, Any]]:
-        return [{"id": f"d={d}", "d": d} for d in cfg.d]
+        """One unit per ``d``, split into groups of consecutive ``beta`` of at most about ``UNIT_WORK``
+        pair-steps each (``d=20:0``, ``d=20:1``, ...), so that workers share the large dimensions.
+
+        Cells do not depend on their neighbours (each has its own noise), so the grouping
+        changes nothing in the results.
+        """
+        units: list[dict[str, Any]] = []
+        for d in cfg.d:
+            work = [cell_steps(cfg, d, b)[0] * cfg.runs for b in cfg.beta]
+            parts = max(1, min(len(work), math.ceil(sum(work) / UNIT_WORK)))
+            groups = _balanced_groups(work, parts)
+            for k, (lo, hi) in enumerate(groups):
+                uid = f"d={d}" if len(groups) == 1 else f"d={d}:{k}"
+                units.append({"id": uid, "d": d, "beta": cfg.beta[lo:hi]})
+        return units
 
     def unit_cost(self, cfg: PhaseDiagramConfig, unit: dict[str, Any]) -> float:
-        return float(sum(cell_steps(cfg, unit["d"], b)[0] for b in cfg.beta) * cfg.runs)
+        return float(sum(cell_steps(cfg, unit["d"], b)[0] for b in unit["beta"]) * cfg.runs)
 
     def run_unit(
         self, cfg: PhaseDiagramConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
     ) -> list[dict[str, Any]]:
-        d = unit["d"]
-        info = [cell_steps(cfg, d, b) for b in cfg.beta]
+        d, betas = unit["d"], list(unit["beta"])
+        info = [cell_steps(cfg, d, b) for b in betas]
         steps = [s for s, _, _ in info]
         dtype = getattr(torch, cfg.dtype)
         tick = None if progress is None else (lambda active: progress(float(active)))
         dt = cell_dt(cfg, d)
         sim = simulate_pairs(
-            d, cfg.beta, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick, cfg.collapse_tol
+            d, betas, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick, cfg.collapse_tol
         )
         lo, hi = -1.0 + cfg.eps, 1.0 - cfg.eps
         rows = []
-        for i, beta in enumerate(cfg.beta):
+        for i, beta in enumerate(betas):
             rho, half, coarse = sim["rho"][i], sim["rho_half"][i], sim["rho_coarse"][i]
             m = theory_a.two_point_motion(d, beta)
             rows.append(
@@ -359,8 +420,12 @@ class PhaseDiagram(Experiment):
 
         fig, ax = plt.subplots(figsize=(7.0, 4.5))
         colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(cfg.d)))
-        grid = np.linspace(0.0, max(cfg.beta), 161)
+        # the exit law is smooth in beta except at beta_c, where it leaves 0: a grid of step
+        # max(beta)/80 plus beta_c itself draws it (each point is a few Gauss-Jacobi integrals)
+        base = np.linspace(0.0, max(cfg.beta), 81)
         for color, d in zip(colors, cfg.d, strict=True):
+            bc = theory_a.beta_c(d)
+            grid = np.union1d(base, [bc] if 0.0 < bc < max(cfg.beta) else [])
             curve = [theory_a.p_antipodal(d, b, cfg.rho0) for b in grid]
             ax.plot(grid, curve, color=color, lw=1.5, label=f"d = {d}")
             sub = table[table["d"] == d]

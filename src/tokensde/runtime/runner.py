@@ -144,8 +144,10 @@ def run_experiment(
                     return tick
 
                 # installed again once the executor is up: ray.init replaces the SIGTERM handler
+                # longest first: with several workers the largest units do not end up alone at the end
+                order = sorted(todo, key=lambda u: -costs[u["id"]])
                 with open_executor(exp, cfg, device, options, store.checkpoint_dir()) as ex, signals.installed():
-                    for u, rows in ex.run(todo, progress):
+                    for u, rows in ex.run(order, progress):
                         with signals.deferred():
                             results[u["id"]] = store.save_unit(u["id"], rows)
                         if u["id"] in tasks:
