@@ -277,7 +277,7 @@ class PhaseDiagram(Experiment):
         """
         units: list[dict[str, Any]] = []
         for d in cfg.d:
-            work = [cell_steps(cfg, d, b)[0] * cfg.runs for b in cfg.beta]
+            work = [float(cell_steps(cfg, d, b)[0] * cfg.runs) for b in cfg.beta]
             parts = max(1, min(len(work), math.ceil(sum(work) / UNIT_WORK)))
             groups = _balanced_groups(work, parts)
             for k, (lo, hi) in enumerate(groups):
