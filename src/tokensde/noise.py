@@ -167,10 +167,10 @@ class NoiseStream:
         return self._buf.transpose(0, 1)
 
     def next(self) -> Tensor:
-        """The next step's normals, ``(B, *shape)`` (a view, valid until the next slab is drawn)."""
+        """The next step's normals, ``(B, *shape)``."""
         if self._k == self.slab:
             self._refill()
-        out = self._buf[:, self._k]
+        out = self._buf[:, self._k].contiguous()  # one small copy: consumers (bmm) prefer contiguous batches
         self._k += 1
         return out
 
