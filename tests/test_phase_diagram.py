@@ -162,3 +162,29 @@ def test_zero_horizon_factor_where_the_relaxation_time_is_infinite():
     assert relaxation_time(3, 0.0) == float("inf")
     steps, critical, _ = cell_steps(cfg, 3, 0.0)
     assert not critical and steps == 2 * math.ceil(cfg.T / (2.0 * cell_dt(cfg, 3)))
+
+
+def test_chunked_slab_stepping_gives_the_same_numbers(monkeypatch):
+    """Pairs are stepped through whole slabs in cache-sized chunks: bitwise the numbers of one chunk."""
+    import tokensde.experiments.phase_diagram as pd_mod
+
+    args = (6, [0.0, 1.5, 3.0], [70, 150, 40], 700, 0.0, 0.01)
+    whole = simulate_pairs(*args, seed=5)
+    monkeypatch.setattr(pd_mod, "CHUNK_ENTRIES", 6 * 1024)  # 1024 pairs per chunk: three chunks
+    chunked = simulate_pairs(*args, seed=5)
+    for k in whole:
+        np.testing.assert_array_equal(whole[k], chunked[k])
+
+
+def test_split_units_give_the_rows_of_one_unit_per_dimension(monkeypatch):
+    import tokensde.experiments.phase_diagram as pd_mod
+
+    exp = REGISTRY["phase-diagram"]
+    cfg = exp.Config(d=[5], beta=[0.0, 1.0, 2.0, 3.0], runs=256, T=2.0, T_max=2.0, horizon_factor=0.0, step=0.2)
+    (one,) = exp.plan(cfg)
+    monkeypatch.setattr(pd_mod, "UNIT_WORK", 1.0)  # every beta its own unit
+    split = exp.plan(cfg)
+    assert [u["id"] for u in split] == ["d=5:0", "d=5:1", "d=5:2", "d=5:3"]
+    assert sum(exp.unit_cost(cfg, u) for u in split) == exp.unit_cost(cfg, one)
+    rows = [r for u in split for r in exp.run_unit(cfg, u, "cpu")]
+    assert rows == exp.run_unit(cfg, one, "cpu")
