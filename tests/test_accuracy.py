@@ -324,15 +324,10 @@ def test_build_is_seeded_by_dataset_and_seed_index():
     assert not torch.equal(a.embed.weight, c.embed.weight)
 
 
-def test_quick_cli_run(tmp_path):
-    from typer.testing import CliRunner
-
-    from tokensde.cli import app
-
-    out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["run", "accuracy", "--quick", "--out", str(out), "--no-progress"])
-    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
-    assert "PASS" in r.stdout
+def test_quick_run_tables_and_figures(quick_run):
+    """``--quick`` (the runtime's quick run, shared with the report tests): tables, profiles, figures."""
+    out, verdict = quick_run("accuracy")
+    assert verdict["verdict"] == "PASS", verdict
     cfg = AccuracyConfig(**Accuracy.quick)
     t = pd.read_parquet(out / "results.parquet")
     assert len(t) == len(cfg.datasets) * len(cfg.conditions) * cfg.seeds
@@ -347,6 +342,20 @@ def test_quick_cli_run(tmp_path):
     assert not list((out / "checkpoints").glob("*.npz"))  # removed once each unit was stored
     for name in ("accuracy", "accuracy_depth", "accuracy_vs_clustering"):
         assert (out / f"{name}.png").exists()
+
+
+def test_cli_run_prints_the_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from tokensde.cli import app
+
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("".join(f"{k} = {v!r}\n".replace("'", '"') for k, v in TINY.items()))
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["run", "accuracy", "--config", str(cfg), "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, (r.stdout, r.stderr, r.exception)
+    assert "accuracy in" in r.stdout and "digits" in r.stdout and "value-shared" in r.stdout
+    assert len(pd.read_parquet(out / "results.parquet")) == 2 * 4 * 2
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,7 @@ from ..nn.train import (
 )
 from ..nn.transformer import TransformerClassifier, initialise
 from ..noise import derive_seed
+from ..sphere import normalize
 from .base import Checkpoint, Experiment, ExperimentConfig, Progress
 
 __all__ = ["Accuracy", "AccuracyConfig", "t_interval"]
@@ -348,6 +349,22 @@ class Accuracy(Experiment):
             "checks": checks,
             "notes": notes,
             "table": summ.to_dict(orient="records"),
+        }
+
+    def trajectory(self, cfg: AccuracyConfig, device: str = "cpu") -> dict[str, Any]:
+        """The tokens of the first test example through depth, at initialisation (first data set and
+        condition, seed index 0): directions ``h^l_i / |h^l_i|``, ``l = 0..L``."""
+        data = load_data(cfg, cfg.datasets[0])
+        model = build(cfg, data, cfg.conditions[0], 0).to(device)
+        model.eval()
+        with torch.no_grad():
+            _, states = model(data.x_test[:1].to(device), hidden=True)
+        x = torch.stack([normalize(h[0].double()) for h in states])
+        return {
+            "x": x.cpu().numpy(),
+            "times": np.arange(len(states), dtype=float),
+            "title": f"{data.name}, {cfg.conditions[0]}: tokens through depth at initialisation",
+            "time_label": "layer",
         }
 
     def figures(self, cfg: AccuracyConfig, table: pd.DataFrame) -> dict[str, Any]:

@@ -154,6 +154,22 @@ class Probe(Experiment):
         h = int(unit["hidden"])
         return float((cfg.layers + 1) * cfg.sequences * cfg.n * h * (h + cfg.n * cfg.substeps)) / 1e6
 
+    def trajectory(self, cfg: ProbeConfig, device: str = "cpu") -> dict[str, Any]:
+        """The tokens of one input sequence through the layers of the first architecture (first hidden size)."""
+        arch, d = cfg.architectures[0], cfg.hidden[0]
+        model = nnp.build_model(
+            arch, cfg.layers, d, cfg.heads, cfg.n, derive_seed(cfg.seed, "probe", "weights", arch, d)
+        )
+        x = nnp.random_inputs(1, cfg.n, d, derive_seed(cfg.seed, "probe", "inputs", d), device)
+        trace = nnp.run_network(model.to(device), arch, x)
+        u = normalize(trace.states[:, 0].double())  # (L+1, n, d)
+        return {
+            "x": u.cpu().numpy(),
+            "times": np.arange(u.shape[0], dtype=float),
+            "title": f"{arch} (d = {d}), random initialisation: tokens through the layers",
+            "time_label": "layer",
+        }
+
     def run_unit(
         self, cfg: ProbeConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
     ) -> list[dict[str, Any]]:
