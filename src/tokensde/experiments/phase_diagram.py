@@ -166,7 +166,6 @@ def simulate_pairs(
     total = x.shape[0]
     alive = torch.arange(total, device=device)
     alive_c = alive.clone()
-    sq2 = 1.0 / math.sqrt(2.0)
     records = set(ends) | set(halves)
 
     def gather(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -213,9 +212,9 @@ def simulate_pairs(
             continue
         for j in range(n_here):
             if len(alive):
-                xa = pair_euler_step(xa, noise[j], ba, dt, 1.0)
+                xa = _pair_steps(xa, noise[j : j + 1], ba, dt, 1)
             if j % 2 == 1 and len(alive_c):
-                xca = pair_euler_step(xca, (noise_c[j - 1] + noise_c[j]) * sq2, bca, 2.0 * dt, 1.0)
+                xca = _pair_steps(xca, noise_c[j - 1 : j + 1], bca, dt, 2)
             done = k0 + j + 1
             if done in records:
                 x, xc = scatter(x, alive, xa), scatter(xc, alive_c, xca)

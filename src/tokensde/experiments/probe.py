@@ -141,6 +141,17 @@ def _unit_id(arch: str, hidden: int) -> str:
     return f"{arch}-d{hidden}"
 
 
+def _network(cfg: ProbeConfig, arch: str, d: int, device: str) -> torch.nn.Module:
+    """The probed network of ``(arch, d)``: weights seeded from ``(seed, arch, d)``, on ``device``."""
+    seed = derive_seed(cfg.seed, "probe", "weights", arch, d)
+    return nnp.build_model(arch, cfg.layers, d, cfg.heads, cfg.n, seed).to(device)
+
+
+def _inputs(cfg: ProbeConfig, d: int, sequences: int, device: str) -> torch.Tensor:
+    """The first ``sequences`` random-embedding inputs of width ``d`` (the same for every architecture)."""
+    return nnp.random_inputs(sequences, cfg.n, d, derive_seed(cfg.seed, "probe", "inputs", d), device)
+
+
 class Probe(Experiment):
     name = "probe"
     summary = "Randomly initialised GPT-2, BERT and ALBERT stacks: per-layer token geometry next to the matched SDE"
@@ -157,11 +168,7 @@ class Probe(Experiment):
     def trajectory(self, cfg: ProbeConfig, device: str = "cpu") -> dict[str, Any]:
         """The tokens of one input sequence through the layers of the first architecture (first hidden size)."""
         arch, d = cfg.architectures[0], cfg.hidden[0]
-        model = nnp.build_model(
-            arch, cfg.layers, d, cfg.heads, cfg.n, derive_seed(cfg.seed, "probe", "weights", arch, d)
-        )
-        x = nnp.random_inputs(1, cfg.n, d, derive_seed(cfg.seed, "probe", "inputs", d), device)
-        trace = nnp.run_network(model.to(device), arch, x)
+        trace = nnp.run_network(_network(cfg, arch, d, device), arch, _inputs(cfg, d, 1, device))
         u = normalize(trace.states[:, 0].double())  # (L+1, n, d)
         return {
             "x": u.cpu().numpy(),
@@ -176,12 +183,10 @@ class Probe(Experiment):
         arch, d = str(unit["architecture"]), int(unit["hidden"])
         L, n, bsz = cfg.layers, cfg.n, cfg.sequences
         tick = self.unit_cost(cfg, unit) / (L + 2)
-        model = nnp.build_model(arch, L, d, cfg.heads, n, derive_seed(cfg.seed, "probe", "weights", arch, d))
-        model = model.to(device)
+        model = _network(cfg, arch, d, device)
         params = sum(p.numel() for p in model.parameters())
         distinct = len(nnp.blocks(model, arch))
-        x = nnp.random_inputs(bsz, n, d, derive_seed(cfg.seed, "probe", "inputs", d), device)
-        trace = nnp.run_network(model, arch, x)
+        trace = nnp.run_network(model, arch, _inputs(cfg, d, bsz, device))
         del model
         if progress is not None:
             progress(tick)
