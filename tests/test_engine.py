@@ -9,7 +9,7 @@ from scipy import stats
 
 from tokensde.attention import barycenters
 from tokensde.models import ValueNoise
-from tokensde.models.value_noise import pair_euler_step
+from tokensde.models.value_noise import pair_euler_slab, pair_euler_step
 from tokensde.noise import NoiseStream, gram_factor, kernel_factor
 from tokensde.solvers import simulate
 from tokensde.sphere import gram, pair_with_overlap, simplex, uniform
@@ -130,6 +130,22 @@ def test_fused_pair_step_matches_generic_euler():
     generic = EulerMaruyama().step(ValueNoise(beta=1.3, route="kernel"), x, xi, 1e-2)
     fused = pair_euler_step(x, xi, torch.full((300, 1), 1.3, dtype=torch.float64), 1e-2, 1.0)
     torch.testing.assert_close(fused, generic, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("d", [2, 4, 9])
+def test_coordinate_major_pair_slab_matches_pair_steps(d):
+    """pair_euler_slab (the compiled route's layout) takes the steps of pair_euler_step, also at the boundaries."""
+    g = torch.Generator().manual_seed(30 + d)
+    x = pair_with_overlap(600, d, 0.3, g, torch.float64)
+    x[:100, 1] = x[:100, 0]  # collapsed
+    x[100:200, 1] = -x[100:200, 0]  # antipodal
+    xi = torch.randn(8, 600, 2, d, generator=g, dtype=torch.float64)
+    beta = 4.0 * torch.rand(600, 1, generator=g, dtype=torch.float64)
+    steps = x
+    for k in range(8):
+        steps = pair_euler_step(steps, xi[k], beta, 1e-2, 1.7)
+    slab = pair_euler_slab(x.permute(1, 2, 0).contiguous(), xi.permute(0, 2, 3, 1).contiguous(), beta[:, 0], 1e-2, 1.7)
+    torch.testing.assert_close(slab.permute(2, 0, 1), steps, atol=1e-13, rtol=0)
 
 
 def test_stack_converges_to_limit_strongly_on_coupled_noise():

@@ -19,6 +19,7 @@ kernel ``C_ij = sigma^2 <a_i, a_j>``:
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,36 @@ from ..attention import barycenters, usa_barycenters
 from ..noise import entry_law, gram_factor, kernel_increment, matrix_increment
 from ..sphere import normalize
 
-__all__ = ["ValueNoise", "pair_euler_step"]
+__all__ = ["ValueNoise", "pair_euler_slab", "pair_euler_step"]
+
+
+def _pair_step(x1, x2, xi0, xi1, beta, dt: float, sigma2: float, d: int, dot, scale, unit):  # type: ignore[no-untyped-def]
+    r"""The two-token step on tokens in either layout (see :func:`pair_euler_step`).
+
+    ``x1, x2, xi0, xi1`` are tokens and ``beta`` a per-system scalar; the layout
+    supplies ``dot(u, v)`` (a per-system scalar), ``scale(u, s)`` (a token times a
+    per-system scalar) and ``unit(u)`` (``u / |u|``). Tokens are tensors ``(B, d)``
+    with scalars ``(B, 1)``, or :class:`_Coords` with scalars ``(B,)``.
+    """
+    # 1 + rho and 1 - rho from the chordal distances: accurate near both boundaries
+    s_plus = 0.5 * dot(x1 + x2, x1 + x2)
+    s_minus = 0.5 * dot(x1 - x2, x1 - x2)
+    # self-weight p = sigmoid(beta (1 - rho)); p - q = tanh(beta (1 - rho) / 2) keeps its relative accuracy
+    t = torch.tanh((0.5 * beta) * s_minus)
+    t2 = t * t
+    c0 = t2 + (0.5 * (1.0 - t2)) * s_plus  # (p-q)^2 + 2pq (1 + rho)
+    c1 = (0.5 * (1.0 + t2)) * s_plus - t2  # (p^2+q^2)(1 + rho) - (p-q)^2
+    l11 = c0.sqrt().clamp_min(torch.finfo(c0.dtype).tiny)
+    l21 = c1 / l11
+    # Schur complement c0 - c1^2/c0 = (p - q)^2 (1 + rho)(1 - rho) / c0, without cancellation
+    l22 = t.abs() * (s_plus * s_minus).sqrt() / l11
+    sq = math.sqrt(dt * sigma2)
+    m1 = scale(xi0, sq * l11)
+    m2 = scale(xi0, sq * l21) + scale(xi1, sq * l22)
+    m1 = m1 - scale(x1, dot(m1, x1))
+    m2 = m2 - scale(x2, dot(m2, x2))
+    shrink = 1.0 - (0.5 * (d - 1) * dt * sigma2) * c0
+    return unit(scale(x1, shrink) + m1), unit(scale(x2, shrink) + m2)
 
 
 def pair_euler_step(x: Tensor, xi: Tensor, beta: Tensor, dt: float, sigma2: float) -> Tensor:
@@ -44,27 +74,57 @@ def pair_euler_step(x: Tensor, xi: Tensor, beta: Tensor, dt: float, sigma2: floa
     accurate in float32 arbitrarily close to collapse and to antipodality.
     ``x``, ``xi``: ``(B, 2, d)``; ``beta``: ``(B, 1)``.
     """
-    x1, x2 = x[:, 0], x[:, 1]
-    # 1 + rho and 1 - rho from the chordal distances: accurate near both boundaries
-    s_plus = 0.5 * ((x1 + x2) ** 2).sum(-1, keepdim=True)
-    s_minus = 0.5 * ((x1 - x2) ** 2).sum(-1, keepdim=True)
-    # self-weight p = sigmoid(beta (1 - rho)); p - q = tanh(beta (1 - rho) / 2) keeps its relative accuracy
-    t = torch.tanh((0.5 * beta) * s_minus)
-    t2 = t * t
-    c0 = t2 + (0.5 * (1.0 - t2)) * s_plus  # (p-q)^2 + 2pq (1 + rho)
-    c1 = (0.5 * (1.0 + t2)) * s_plus - t2  # (p^2+q^2)(1 + rho) - (p-q)^2
-    l11 = c0.sqrt().clamp_min(torch.finfo(x.dtype).tiny)
-    l21 = c1 / l11
-    # Schur complement c0 - c1^2/c0 = (p - q)^2 (1 + rho)(1 - rho) / c0, without cancellation
-    l22 = t.abs() * (s_plus * s_minus).sqrt() / l11
-    sq = math.sqrt(dt * sigma2)
-    m1 = (sq * l11) * xi[:, 0]
-    m2 = (sq * l21) * xi[:, 0] + (sq * l22) * xi[:, 1]
-    m1 = m1 - (m1 * x1).sum(-1, keepdim=True) * x1
-    m2 = m2 - (m2 * x2).sum(-1, keepdim=True) * x2
-    shrink = 1.0 - (0.5 * (x.shape[-1] - 1) * dt * sigma2) * c0
-    y = torch.stack([x1 * shrink + m1, x2 * shrink + m2], 1)
-    return y / torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+    y1, y2 = _pair_step(
+        x[:, 0], x[:, 1], xi[:, 0], xi[:, 1], beta, dt, sigma2, x.shape[-1],
+        lambda u, v: (u * v).sum(-1, keepdim=True),
+        operator.mul,
+        lambda u: u / torch.linalg.vector_norm(u, dim=-1, keepdim=True),
+    )  # fmt: skip
+    return torch.stack([y1, y2], 1)
+
+
+class _Coords:
+    """A token of every system as ``d`` coordinate vectors ``(B,)``: the layout of :func:`pair_euler_slab`.
+
+    ``+`` and ``-`` are coordinate-wise; :meth:`scale` multiplies every system by its own scalar.
+    """
+
+    def __init__(self, c: list[Tensor]) -> None:
+        self.c = c
+
+    def __add__(self, o: _Coords) -> _Coords:
+        return _Coords([a + b for a, b in zip(self.c, o.c, strict=True)])
+
+    def __sub__(self, o: _Coords) -> _Coords:
+        return _Coords([a - b for a, b in zip(self.c, o.c, strict=True)])
+
+    def scale(self, s: Tensor) -> _Coords:
+        return _Coords([a * s for a in self.c])
+
+    def dot(self, o: _Coords) -> Tensor:
+        return sum((a * b for a, b in zip(self.c[1:], o.c[1:], strict=True)), self.c[0] * o.c[0])
+
+    def unit(self) -> _Coords:
+        n = self.dot(self).sqrt()
+        return _Coords([a / n for a in self.c])
+
+
+def pair_euler_slab(x: Tensor, xi: Tensor, beta: Tensor, dt: float, sigma2: float) -> Tensor:
+    r"""``xi.shape[0]`` steps of :func:`pair_euler_step` in the coordinate-major layout.
+
+    ``x``: ``(2, d, B)``; ``xi``: ``(S, 2, d, B)``; ``beta``: ``(B,)``. Every
+    operation is elementwise over the systems, so under :func:`torch.compile`
+    the ``S`` steps become one vectorised loop over systems (the step of
+    :func:`pair_euler_step`, up to floating-point rounding).
+    """
+    d = x.shape[1]
+    x1, x2 = _Coords(list(x[0].unbind(0))), _Coords(list(x[1].unbind(0)))
+    for k in range(xi.shape[0]):
+        x1, x2 = _pair_step(
+            x1, x2, _Coords(list(xi[k, 0].unbind(0))), _Coords(list(xi[k, 1].unbind(0))), beta, dt, sigma2, d,
+            _Coords.dot, _Coords.scale, _Coords.unit,
+        )  # fmt: skip
+    return torch.stack([torch.stack(x1.c), torch.stack(x2.c)])
 
 
 ROUTES = ("auto", "matrix", "kernel")
