@@ -24,10 +24,12 @@ from bench_problems import Problem
 from torch import Tensor
 from torchsde._brownian import BaseBrownian
 
+from tokensde.attention import barycenters
 from tokensde.models.value_noise import ValueNoise
 from tokensde.solvers import simulate
 
 __all__ = [
+    "AttentionBound",
     "Implementation",
     "NumpyNaive",
     "PlainIncrements",
@@ -54,6 +56,8 @@ class RunOutput:
 
 class Implementation(Protocol):
     device: str
+    bound: bool
+    """A reference that does part of the work of a step (its final states carry no statistic)."""
 
     @property
     def name(self) -> str: ...
@@ -91,6 +95,7 @@ class TokensdeImpl:
 
     compile: bool = False
     device: str = "cpu"
+    bound: bool = False
 
     @property
     def name(self) -> str:
@@ -126,6 +131,7 @@ class NumpyNaive:
     name: str = "naive_numpy"
     label: str = "naive NumPy f64"
     device: str = "cpu"
+    bound: bool = False
 
     def supports(self, problem: Problem) -> bool:
         return True
@@ -255,6 +261,7 @@ class TorchsdeImpl:
 
     bm: str = "interval"  # "interval" (torchsde's default BrownianInterval) or "increments"
     device: str = "cpu"
+    bound: bool = False
 
     @property
     def name(self) -> str:
@@ -294,12 +301,47 @@ class TorchsdeImpl:
         return _finish(ys[-1].view(b, n, d).double().cpu().numpy(), seconds, steps)
 
 
+# --------------------------------------------------------------------------- attention bound
+@dataclass
+class AttentionBound:
+    """Only the barycentres of every step (``tokensde.attention.barycenters``, torch's fused SDPA kernel).
+
+    ``steps`` calls on the initial tokens, no noise and no update: the part of a
+    step that no Euler implementation built on this kernel can avoid. Its time
+    bounds what a full step can reach (the flop count is the full step's, so
+    its ``% ceiling`` is the ceiling of such implementations).
+    """
+
+    name: str = "attention_bound"
+    label: str = "bound: barycentres only"
+    device: str = "cpu"
+    bound: bool = True
+
+    def supports(self, problem: Problem) -> bool:
+        return problem.n > 2
+
+    def warmup(self, problem: Problem, x0: Tensor, seed: int) -> float:
+        return self.run(_short(problem), x0, seed).seconds
+
+    def run(self, problem: Problem, x0: Tensor, seed: int) -> RunOutput:
+        x = x0.to(self.device)
+        sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(problem.steps):
+            a = barycenters(x, problem.beta)
+        sync(self.device)
+        seconds = time.perf_counter() - t0
+        del a
+        return _finish(x0.double().numpy(), seconds, problem.steps)
+
+
 def implementations(device: str) -> list[Implementation]:
-    """All implementations, tokensde ones on ``device``, the others on the CPU."""
+    """All implementations, tokensde ones (and the attention bound) on ``device``, the others on the CPU."""
     return [
         TokensdeImpl(compile=False, device=device),
         TokensdeImpl(compile=True, device=device),
         NumpyNaive(),
         TorchsdeImpl(bm="interval"),
         TorchsdeImpl(bm="increments"),
+        AttentionBound(device=device),
     ]

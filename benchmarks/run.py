@@ -87,8 +87,9 @@ class Cell:
     def gflops(self) -> float | None:
         return self.problem.total_flops() / self.median / 1e9 if self.problem.n > 2 else None
 
-    def stat(self) -> Statistic:
-        return statistic(self.problem, self.finals)
+    def stat(self) -> Statistic | None:
+        """The statistic of the final states; ``None`` for a bound (its states are not integrated)."""
+        return None if self.impl.bound else statistic(self.problem, self.finals)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -137,15 +138,19 @@ def wants_impls(args: argparse.Namespace) -> bool:
     return args.only is None or any(name != LARGE_N for name in args.only)
 
 
-def measure_ceilings(args: argparse.Namespace, log: Console) -> dict[str, float]:
-    ceilings = {"cpu": matmul_gflops("cpu")}
-    if args.device != "cpu":
-        ceilings[args.device] = matmul_gflops(args.device)
-    log.log("fp32 matmul ceiling: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in ceilings.items()))
-    return ceilings
+def measure_ceilings(args: argparse.Namespace, log: Console, samples: dict[str, list[float]]) -> dict[str, float]:
+    """Measure the fp32 matmul ceiling of each device once more; return the medians of all its samples.
+
+    It is measured before the warm-ups and at the start of every round, so that
+    it sees the machine in the state the timed runs see.
+    """
+    for dev in dict.fromkeys(["cpu", args.device]):
+        samples.setdefault(dev, []).append(matmul_gflops(dev))
+    log.log("fp32 matmul ceiling: " + ", ".join(f"{k} {v[-1]:.1f} GFLOP/s" for k, v in samples.items()))
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def measure(args: argparse.Namespace, log: Console, ceilings: dict[str, float]) -> list[Cell]:
+def measure(args: argparse.Namespace, log: Console, ceiling_samples: dict[str, list[float]]) -> list[Cell]:
     probs = problems(args.quick)
     impls = [i for i in implementations(args.device) if args.only is None or i.name in args.only]
     cells = {(p.key, i.name): Cell(p, i) for p in probs for i in impls if i.supports(p)}
@@ -160,6 +165,9 @@ def measure(args: argparse.Namespace, log: Console, ceilings: dict[str, float]) 
     monitor = CpuMonitor()
     order = list(cells.values())
     for r in range(args.rounds):
+        if args.wait_quiet > 0:
+            wait_until_quiet(CONTENDED, args.wait_quiet)
+        measure_ceilings(args, log, ceiling_samples)
         shift = r % len(order)
         x0s = {p.key: p.initial_state(args.seed + r) for p in probs}
         for cell in order[shift:] + order[:shift]:
@@ -350,6 +358,58 @@ def p1_ratios(cells: list[Cell]) -> dict[str, dict[str, float]]:
     return {tok: {k: v / by[tok] for k, v in others.items()} for tok in ("tokensde", "tokensde_compiled") if tok in by}
 
 
+P1_GOALS = {"naive_numpy": 10.0, "torchsde_best": 5.0, "torchsde_default": 20.0}
+"""P1: tokensde (its faster variant) at least this many times faster than each of the others."""
+P2_GOAL = 0.40
+"""P2: tokensde at least this fraction of the fp32 matmul ceiling."""
+SAME_STATISTIC_Z = 3.0
+"""P1's antipodal fractions count as the same when they differ by less than this many standard errors."""
+
+
+def _stat_text(st: Statistic | None) -> str:
+    return "— (bound)" if st is None else st.fmt()
+
+
+def goals(cells: list[Cell], ceilings: dict[str, float]) -> list[dict[str, object]]:
+    """The performance goals, each with the value reached and whether it is met."""
+    rows: list[dict[str, object]] = []
+    ratios = p1_ratios(cells)
+    for other, target in P1_GOALS.items():
+        got = {tok: r[other] for tok, r in ratios.items() if other in r}
+        if got:
+            tok = max(got, key=lambda k: got[k])
+            rows.append(
+                {"goal": f"P1: {tok} / {other} time ratio >= {target:g}", "value": got[tok], "target": target}
+                | {"met": got[tok] >= target, "text": f"{got[tok]:.2f}x"}
+            )
+    p1 = {c.impl.name: c for c in cells if c.problem.key == "P1"}
+    refs = [c for name, c in p1.items() if not name.startswith("tokensde")]
+    for tok in ("tokensde_compiled", "tokensde"):
+        if tok in p1 and refs:
+            a = p1[tok].stat()
+            assert a is not None
+            zs = []
+            for c in refs:
+                b = c.stat()
+                assert b is not None
+                zs.append(abs(a.value - b.value) / max(math.hypot(a.se, b.se), 1e-12))
+            rows.append(
+                {"goal": f"P1: {tok}'s antipodal fraction within {SAME_STATISTIC_Z:g} se of every other's"}
+                | {"value": max(zs), "target": SAME_STATISTIC_Z, "met": max(zs) < SAME_STATISTIC_Z}
+                | {"text": f"largest |z| = {max(zs):.2f}"}
+            )
+            break
+    p2 = [c for c in cells if c.problem.key == "P2" and c.impl.name.startswith("tokensde")]
+    if p2:
+        fr = {c.impl.name: (c.gflops() or 0.0) / ceilings.get(c.impl.device, ceilings["cpu"]) for c in p2}
+        tok = max(fr, key=lambda k: fr[k])
+        rows.append(
+            {"goal": f"P2: {tok} >= {100 * P2_GOAL:g}% of the fp32 matmul ceiling", "value": fr[tok]}
+            | {"target": P2_GOAL, "met": fr[tok] >= P2_GOAL, "text": f"{100 * fr[tok]:.1f}%"}
+        )
+    return rows
+
+
 def theory_reference(problem: Problem) -> float | None:
     """``P(rho_t -> -1 | rho0)`` as ``t -> infinity`` (two tokens only), from ``tokensde.theory``."""
     if problem.n != 2:
@@ -400,7 +460,7 @@ def render(cells: list[Cell], ceilings: dict[str, float], info: dict[str, object
             _fmt(c.median / base.median if base else None, ".2f"),
             _fmt(gf, ".1f"),
             _fmt(100 * gf / ceiling if gf is not None else None, ".1f"),
-            c.stat().fmt(),
+            _stat_text(c.stat()),
             f"{max(s.off_sphere for s in c.samples):.1e}",
             f"{c.warmup_seconds:.2f}",
         )
@@ -415,6 +475,15 @@ def render(cells: list[Cell], ceilings: dict[str, float], info: dict[str, object
         for other in next(iter(ratios.values())):
             rt.add_row(other, *(f"{ratios[tok][other]:.2f}" for tok in ratios))
         console.print(rt)
+
+    gl = goals(cells, ceilings)
+    if gl:
+        gt = Table(title="Goals")
+        for col in ("goal", "reached", "met"):
+            gt.add_column(col)
+        for g in gl:
+            gt.add_row(str(g["goal"]), str(g["text"]), "yes" if g["met"] else "[bold red]no[/]")
+        console.print(gt)
 
     for p in {c.problem.key: c.problem for c in cells}.values():
         console.print(
@@ -432,7 +501,7 @@ def render(cells: list[Cell], ceilings: dict[str, float], info: dict[str, object
     if any(c.problem.n > 2 for c in cells):
         console.print("P2: statistic = mean pairwise overlap <x_i, x_j> (i < j) at the end, se over systems")
     console.print(
-        "fp32 matmul 2048^2 ceiling: "
+        "fp32 matmul 2048^2 ceiling (median of the samples before the warm-ups and at each round's start): "
         + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in ceilings.items())
         + f" | torch {info['torch']}, {info['torch_threads']} threads, {info['cpu_model']}"
     )
@@ -471,7 +540,7 @@ def to_json(
                 "ratio_to_tokensde_eager": c.median / base.median if base else None,
                 "gflops": gf,
                 "fraction_of_matmul_ceiling": gf / ceiling if gf is not None else None,
-                "statistic": asdict(st),
+                "statistic": asdict(st) if st is not None else None,
                 "max_off_sphere": max(s.off_sphere for s in c.samples),
                 "steps_taken": [s.steps_taken for s in c.samples],
                 "warmup_seconds": c.warmup_seconds,
@@ -500,6 +569,7 @@ def to_json(
         },
         "results": rows,
         "p1_time_ratios_other_over_tokensde": p1_ratios(cells),
+        "goals": goals(cells, ceilings),
         "large_n": None
         if large is None
         else {
@@ -520,8 +590,11 @@ def main(argv: list[str] | None = None) -> int:
     log = Console(stderr=True)
     t0 = time.perf_counter()
     info = machine_info(args.device)
-    ceilings = measure_ceilings(args, log)
-    cells = measure(args, log, ceilings) if wants_impls(args) else []
+    ceiling_samples: dict[str, list[float]] = {}
+    measure_ceilings(args, log, ceiling_samples)
+    cells = measure(args, log, ceiling_samples) if wants_impls(args) else []
+    ceilings = {k: statistics.median(v) for k, v in ceiling_samples.items()}
+    info["matmul_ceiling_samples_gflops"] = ceiling_samples
     large = measure_large(args, log, ceilings) if wants_large_n(args) else None
     info["loadavg_at_end"] = list(os.getloadavg())
     render(cells, ceilings, info, console)

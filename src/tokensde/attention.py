@@ -40,10 +40,12 @@ def barycenters(x: Tensor, beta: float | Tensor, a: Tensor | None = None) -> Ten
     a : Tensor ``(d, d)``, optional
         Interaction matrix ``A = K^T Q`` (identity if omitted).
     """
-    q = _queries(x, beta, a)
     # a singleton head axis: (B, 1, n, d) takes SDPA's fused CPU kernel, (B, n, d) a slow fallback
-    out = F.scaled_dot_product_attention(q.unsqueeze(-3), x.unsqueeze(-3), x.unsqueeze(-3), scale=1.0)
-    return out.squeeze(-3)
+    k = x.unsqueeze(-3)
+    if a is None and not isinstance(beta, Tensor):  # the scale does the multiplication by beta
+        return F.scaled_dot_product_attention(k, k, k, scale=float(beta)).squeeze(-3)
+    q = _queries(x, beta, a)
+    return F.scaled_dot_product_attention(q.unsqueeze(-3), k, k, scale=1.0).squeeze(-3)
 
 
 def usa_barycenters(x: Tensor, beta: float | Tensor, a: Tensor | None = None, chunk: int = 4096) -> Tensor:

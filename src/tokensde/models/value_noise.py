@@ -220,7 +220,7 @@ class ValueNoise:
 
     def kernel_diag(self, a: Tensor) -> Tensor:
         """``C_ii = sigma^2 |a_i|^2``, shape ``(B, n)``."""
-        return self.sigma**2 * (a * a).sum(-1)
+        return self.sigma**2 * torch.linalg.vecdot(a, a)
 
     def kernel(self, x: Tensor) -> Tensor:
         """``C_ij = sigma^2 <a_i, a_j>``, shape ``(B, n, n)``."""
