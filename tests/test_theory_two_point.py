@@ -37,16 +37,18 @@ def mp_reference(d: int, beta: float, rho0: float) -> float:
     return float(num / den)
 
 
+# each case's 30-digit reference takes 15-40 s: four cover the default run (small d, next to beta_c,
+# negative rho0, large d); the others run with -m slow
 @pytest.mark.parametrize(
     "d,beta,rho0",
     [
         (4, 1.0, 0.0),
-        (6, 1.2, 0.3),
+        pytest.param(6, 1.2, 0.3, marks=pytest.mark.slow),
         (10, 3.0, -0.4),
-        (20, 1.8, 0.0),
+        pytest.param(20, 1.8, 0.0, marks=pytest.mark.slow),
         (20, 1.7925, 0.0),
-        (6, 1.04, 0.0),
-        (50, 3.0, 0.0),
+        pytest.param(6, 1.04, 0.0, marks=pytest.mark.slow),
+        pytest.param(50, 3.0, 0.0, marks=pytest.mark.slow),
         (100, 3.5, 0.2),
     ],
 )
