@@ -14,6 +14,7 @@ def _threads():
 
 
 _QUICK: dict = {}
+_PARALLEL = {"accuracy"}
 
 
 @pytest.fixture(scope="session")
@@ -21,13 +22,17 @@ def quick_run(tmp_path_factory):
     """Run an experiment's --quick version once per session: ``quick_run(name) -> (run_dir, verdict)``."""
     from tokensde.experiments import REGISTRY
     from tokensde.runtime import run_experiment
+    from tokensde.runtime.executors import ExecutorOptions
 
     def get(name: str):
         if name not in _QUICK:
             torch.set_num_threads(THREADS)
             exp = REGISTRY[name]
             out = tmp_path_factory.mktemp(name) / "run"
-            verdict = run_experiment(exp, exp.Config(**exp.quick), out, show_progress=False)
+            # many small independent units (training): one process per core beats threads inside each unit
+            parallel = name in _PARALLEL and THREADS > 1
+            executor = ExecutorOptions("local", workers=THREADS, threads=1) if parallel else None
+            verdict = run_experiment(exp, exp.Config(**exp.quick), out, show_progress=False, executor=executor)
             _QUICK[name] = (out, verdict)
         return _QUICK[name]
 
