@@ -4,6 +4,9 @@
   values near and beyond their bounds, unknown keys, wrong types, NaN/inf, huge and negative numbers, strings,
   dates, nested tables, arrays of mixed types -- go through the loader of ``tokensde run --config`` (``tomllib``,
   then ``validate``);
+* strict types: for every field (nested keys too) of every experiment's Config and of the CLI's argument models,
+  digit strings for numbers, booleans for numbers, integral floats for integers are refused (one line naming
+  the field), while an integer for a float is accepted;
 * the CLI in a subprocess: exit 2, one line naming the field and the allowed range, nothing written;
 * the generated config docs (``docs/config.md``, ``docs/schema/*.json``) match the live registry;
 * security: configs are TOML data, results open formats (Parquet, NPZ, JSON), never pickle.
@@ -253,8 +256,13 @@ def _error(model: type[BaseModel], data: dict[str, Any]) -> str:
     "name,data,expected",
     [
         # wrong type: the expected type and the range
-        ("chaos", {"d": "x"}, "error: d: Input should be a valid integer, unable to parse string as an integer"),
-        ("chaos", {"d": "x"}, "as an integer, got 'x' (allowed: integer in [2, 64])"),
+        ("chaos", {"d": "x"}, "error: d: Input should be a valid integer, not a string, got 'x'"),
+        ("chaos", {"d": "x"}, "integer, not a string, got 'x' (allowed: integer in [2, 64])"),
+        # strict types: no string -> number, bool -> number or integral float -> int coercion
+        ("chaos", {"seed": "7"}, "error: seed: Input should be a valid integer, not a string, got '7' (allowed: "),
+        ("phase-diagram", {"runs": 3000.0}, "error: runs: Input should be a valid integer, not a float, got 3000.0"),
+        ("phase-diagram", {"beta": [True]}, "error: beta[0]: Input should be a valid number, not a boolean, got True"),
+        ("chaos", {"T": 10**400}, "error: T: Input should be a valid number, an integer too large for a float, got"),
         ("chaos", {"d": "x"}, "(allowed: integer in [2, 64])"),
         # out of range
         ("chaos", {"T": 11}, "error: T: Input should be less than or equal to 10, got 11 (allowed: number in (0, 10])"),
@@ -292,6 +300,200 @@ def test_error_lines(name, data, expected):
 def test_no_markup_or_emoji_in_error_lines():
     line = _error(REGISTRY["chaos"].Config, {":thumbs_up: [bold]x[/bold]": 1})
     assert line.startswith('error: ":thumbs_up: [bold]x[/bold]": unknown key'), line
+
+
+# ----------------------------------------------------------------------------- strict types (no coercion)
+
+
+def _kind(v: Any) -> str:
+    """How the error line names the TOML type of a wrong value."""
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}[type(v)]
+
+
+def _is_model(ann: Any) -> bool:
+    return isinstance(ann, type) and issubclass(ann, BaseModel)
+
+
+def _wrong(ann: Any, good: Any, path: str) -> list[tuple[str, Any, str | None]]:
+    """``(error path, value, kind)``: values of the wrong type for a field of type ``ann`` whose valid value is
+    ``good`` -- the same number as a string or an integral float, booleans --, also inside arrays and tables;
+    ``kind`` is the wrong value's type as the line names it (``None`` for a choice, which lists the choices)."""
+    if ann is int:
+        return [(path, w, _kind(w)) for w in (str(good), True, False, float(good))]
+    if ann is float:
+        return [(path, w, _kind(w)) for w in (str(good), "7", True, False)]
+    if ann is bool:
+        return [(path, w, _kind(w)) for w in (int(good), "true")]
+    if ann is str or ann == (str | None):
+        return [(path, w, _kind(w)) for w in (7, True)]
+    if typing.get_origin(ann) is Literal:
+        return [(path, w, None) for w in (7, True)]
+    if _is_model(ann):  # a table: given as a string, or one key of the wrong type
+        out: list[tuple[str, Any, str | None]] = [(path, "x", "a string")]
+        for key, info in ann.model_fields.items():
+            for p, w, k in _wrong(info.annotation, good[key], f"{path}.{key}"):
+                out.append((p, {**good, key: w}, k))
+        return out
+    if typing.get_origin(ann) is list:  # an array: given as a string, or its first entry of the wrong type
+        out = [(path, json.dumps(good[0]), "a string")]
+        for p, w, k in _wrong(_item(ann), good[0], f"{path}[0]"):
+            out.append((p, [w, *good[1:]], k))
+        return out
+    raise AssertionError(f"{path}: no wrong values for {ann}")
+
+
+def _ints(ann: Any, good: Any) -> Any:
+    """``good`` with every integral float of a float field written as an int (``None``: nothing to change)."""
+    if ann is float and isinstance(good, float) and good.is_integer():
+        return int(good)
+    if typing.get_origin(ann) is list:
+        items = [_ints(_item(ann), x) for x in good]
+        if all(x is None for x in items):
+            return None
+        return [y if x is None else x for x, y in zip(items, good, strict=True)]
+    if _is_model(ann):
+        sub = {k: _ints(info.annotation, good[k]) for k, info in ann.model_fields.items()}
+        if all(x is None for x in sub.values()):
+            return None
+        return {**good, **{k: x for k, x in sub.items() if x is not None}}
+    return None
+
+
+def _good(model: type[BaseModel], name: str) -> Any:
+    return _plain(model.model_fields[name].get_default(call_default_factory=True))
+
+
+FIELDS = [(n, f) for n in NAMES for f in REGISTRY[n].Config.model_fields]
+
+
+@pytest.fixture
+def fast_sync_theory(monkeypatch):
+    """synchronization's energy_setting validator integrates lambda_bar' (35 ms) on every validation: memoized."""
+    from tokensde.experiments import synchronization
+
+    theory = synchronization.theory_c
+    monkeypatch.setattr(theory, "lambda_bar_prime", cache(theory.lambda_bar_prime))
+
+
+@pytest.mark.parametrize("name,field", FIELDS, ids=[f"{n}-{f}" for n, f in FIELDS])
+def test_wrong_types_are_refused(fast_sync_theory, name, field):
+    """A digit string or boolean for a number, an integral float for an integer (in arrays and tables too):
+    exit 2 and one line naming the field, what the value should be and what it is, and the allowed range."""
+    model = REGISTRY[name].Config
+    cases = _wrong(model.model_fields[field].annotation, _good(model, field), field)
+    for path, value, kind in cases:
+        line = _error(model, {field: value})
+        assert line.startswith(f"error: {path}: ") and " (allowed: " in line, (value, line)
+        if kind is not None:
+            assert f", not {kind}, got " in line, (value, line)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_integer_for_a_float_is_accepted(fast_sync_theory, name):
+    """TOML ``beta = 1`` for a float field (also in arrays and tables) gives the config of ``beta = 1.0``."""
+    model = REGISTRY[name].Config
+    changed = 0
+    for field, info in model.model_fields.items():
+        good = _good(model, field)
+        ints = _ints(info.annotation, good)
+        if ints is not None:
+            changed += 1
+            as_float, as_int = validate(model, {field: good}), validate(model, {field: ints})
+            assert as_int.model_dump() == as_float.model_dump(), field
+            assert json.dumps(as_int.model_dump()) == json.dumps(as_float.model_dump()), field  # 1.0, not 1
+    assert changed, f"{name}: no float field with an integral default to try"
+
+
+@pytest.mark.parametrize(
+    "name,text,expected",
+    [
+        ("phase-diagram", 'seed = "7"', "error: seed: Input should be a valid integer, not a string, got '7'"),
+        ("phase-diagram", "beta = [true]", "error: beta[0]: Input should be a valid number, not a boolean"),
+        ("phase-diagram", "runs = 3000.0", "error: runs: Input should be a valid integer, not a float, got 3000.0"),
+        ("chaos", "T = false", "error: T: Input should be a valid number, not a boolean, got False (allowed: "),
+        ("chaos", 'N = ["16", "32", "64"]', "error: N[0]: Input should be a valid integer, not a string, got '16'"),
+        ("synchronization", "[energy_setting]\nactivation = 'relu'\nd = 4.0", "error: energy_setting.d: Input "),
+        ("noise-sweep", "[[settings]]\nn = 8\nd = 4\nbeta = '2'", "error: settings[0].beta: Input should be a"),
+        ("accuracy", "pointer_online = 1", "error: pointer_online: Input should be a valid boolean, not an integer"),
+    ],
+)  # fmt: skip
+def test_toml_wrong_types_one_line(fast_sync_theory, name, text, expected):
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf), pytest.raises(typer.Exit) as e:
+        load(name, text, quick=False)
+    assert e.value.exit_code == 2
+    (line,) = buf.getvalue().splitlines()
+    assert line.startswith(expected) and " (allowed: " in line, line
+
+
+def test_toml_integers_for_floats_arrays_and_tables_load():
+    """What strictness must keep: ints for floats, TOML arrays for lists, tables and arrays of tables for models."""
+    cfg = load("chaos", "beta_a = 3\nT = 1\nc = -1\nN = [16, 32, 64]\nmodels = ['A']", quick=False)
+    assert (cfg.beta_a, cfg.T, cfg.c, cfg.N, cfg.models) == (3.0, 1.0, -1.0, [16, 32, 64], ["A"])
+    assert all(type(x) is float for x in (cfg.beta_a, cfg.T, cfg.c))
+    cfg = load("phase-diagram", "beta = [0, 1.5, 2]\nrho0 = 0", quick=True)
+    assert cfg.beta == [0.0, 1.5, 2.0] and all(type(x) is float for x in cfg.beta) and type(cfg.rho0) is float
+    cfg = load("noise-sweep", "[[settings]]\nn = 8\nd = 4\nbeta = 2", quick=False)
+    assert cfg.settings[0].beta == 2.0 and type(cfg.settings[0].beta) is float
+    cfg = load("accuracy", "pointer_online = false\ndatasets = ['digits']", quick=True)
+    assert cfg.pointer_online is False and cfg.datasets == ["digits"]
+
+
+def _cli_args() -> list[tuple[type[BaseModel], dict[str, Any]]]:
+    """The CLI's argument models, with the typer commands' defaults as the valid values."""
+    import inspect
+
+    from tokensde import cli
+
+    out = []
+    commands = ((cli.SimulateArgs, cli.simulate), (cli.TwoPointArgs, cli.two_point), (cli.SyncArgs, cli.sync))
+    for model, command in commands:
+        params = inspect.signature(command).parameters
+        out.append((model, {k: params[k].default for k in model.model_fields}))
+    return out
+
+
+def test_cli_argument_models_are_strict():
+    """simulate / theory two-point / theory sync: the same refusals, and an int for a float is accepted."""
+    for model, good in _cli_args():
+        assert validate(model, good).model_dump() == good
+        for field, info in model.model_fields.items():
+            for path, value, kind in _wrong(info.annotation, good[field], field):
+                line = _error(model, {**good, field: value})
+                assert line.startswith(f"error: {path}: "), (model.__name__, value, line)
+                if kind is not None:
+                    assert f", not {kind}, got " in line, (model.__name__, value, line)
+            ints = _ints(info.annotation, good[field])
+            if ints is not None:
+                cfg = validate(model, {**good, field: ints})
+                assert getattr(cfg, field) == good[field] and type(getattr(cfg, field)) is float
+
+
+def test_cli_commands_pass_typed_options():
+    """typer hands the argument models ints and floats of the declared types: the commands still run."""
+    from typer.testing import CliRunner
+
+    from tokensde.cli import app
+
+    r = CliRunner().invoke(app, ["theory", "two-point", "--json", "--d", "5", "--beta", "2", "--rho0", "0"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["beta"] == 2.0, (r.exception, r.output)
+    r = CliRunner().invoke(app, ["theory", "sync", "--json", "--activation", "tanh", "--d", "4", "--sigma-u", "0"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["sigma_u"] == 0.0, (r.exception, r.output)
+    r = CliRunner().invoke(app, ["theory", "two-point", "--d", "1.5"])  # typer itself refuses a non-integer
+    assert r.exit_code == 2
+
+
+def test_cli_simulate_passes_typed_options(tmp_path):
+    from typer.testing import CliRunner
+
+    from tokensde.cli import app
+
+    out = tmp_path / "sim"
+    args = ["simulate", "--out", str(out), "--n", "4", "--d", "3", "--steps", "2", "--beta", "1", "--seed", "7"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, (r.exception, r.output)
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["seed"] == 7 and config["beta"] == 1.0 and isinstance(config["beta"], float)
 
 
 # ----------------------------------------------------------------------------- the CLI in a subprocess

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import resource
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,6 +33,87 @@ def fail(message: str) -> NoReturn:
     line = " ".join(f"error: {message}".splitlines())
     err.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+#: a config file is a small TOML document; anything larger is refused before it is parsed
+CONFIG_MAX_BYTES = 1 << 20
+ISSUES_HINT = "this is a bug in tokensde: please report it with the command line and the output of TOKENSDE_DEBUG=1"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def _exit(message: str, code: int) -> NoReturn:
+    err.print(_one_line(message), markup=False, highlight=False, emoji=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(command: F) -> F:
+    """The CLI boundary of a command: every failure ends in one line on stderr and an exit status.
+
+    * :class:`~tokensde.errors.UsageError` (bad config, ``--out``, memory estimate): its line, exit 2;
+    * ``OSError`` (a disk full, a file that vanished), ``MemoryError``, ``RecursionError``: one line, exit 1;
+    * anything else is a bug: one line saying so, exit 1 (``TOKENSDE_DEBUG=1`` re-raises for the traceback).
+
+    ``typer.Exit`` / ``SystemExit`` and ``KeyboardInterrupt`` pass through (they carry their own status).
+    """
+    from .errors import UsageError
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except UsageError as e:
+            _exit(f"error: {e}", 2)
+        except Exception as e:  # noqa: BLE001 - the boundary: one line, never a traceback
+            if os.environ.get("TOKENSDE_DEBUG"):
+                raise
+            if isinstance(e, MemoryError):
+                _exit("error: out of memory: the machine could not allocate what this run needs;"
+                      " reduce the sizes in the config or use fewer --workers", 1)  # fmt: skip
+            if isinstance(e, OSError):
+                where = f" {e.filename}" if e.filename else ""
+                _exit(f"error: cannot read or write{where}: {e.strerror or e}", 1)
+            if isinstance(e, RecursionError):
+                _exit("error: input nested too deeply (recursion limit reached)", 1)
+            _exit(f"internal error: {type(e).__name__}: {e} -- {ISSUES_HINT}", 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path`` as a dict, or exit 2 with one line (unreadable, too large, not TOML)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(CONFIG_MAX_BYTES + 1)
+    except OSError as e:
+        fail(f"config: cannot read {path}: {e.strerror or e}")
+    if len(raw) > CONFIG_MAX_BYTES:
+        fail(f"config: {path} is larger than {CONFIG_MAX_BYTES >> 20} MiB; a config is a small TOML file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        fail(f"config: {path} is not UTF-8 text (TOML files are UTF-8)")
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        fail(f"config: {path} is nested too deeply to be a config")
+    except (tomllib.TOMLDecodeError, ValueError) as e:
+        fail(f"config: {path} is not valid TOML: {e}")
+
+
+def out_path(raw: str | None, default: Path) -> Path:
+    """``--out`` as a path; exit 2 for an empty string (it would mean the current directory)."""
+    if raw is None:
+        return default
+    if not raw.strip():
+        fail(f"out: must be a directory path, got {raw!r} (use --out . to mean the current directory)")
+    return Path(raw)
 
 
 def _describe(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
@@ -59,47 +143,71 @@ def _device(device: str) -> str:
 
 @app.command("list")
 def list_experiments() -> None:
-    """List the registered experiments."""
-    from .experiments import REGISTRY
+    """List the registered experiments (the catalogue and those named in $TOKENSDE_EXPERIMENTS)."""
+    from .runtime.registry import available_experiments
 
+    try:
+        registry = available_experiments()
+    except ValueError as e:
+        fail(str(e))
     table = Table("name", "what it shows")
-    for name, exp in REGISTRY.items():
+    for name, exp in registry.items():
         table.add_row(name, exp.summary)
     console.print(table)
 
 
 @app.command()
+@guarded
 def report(
     dirs: Annotated[list[Path], typer.Argument(help="run directories (one: rebuild its report; several: compare)")],
     out: Annotated[
-        Path | None, typer.Option("--out", help="comparison page (default: compare.html beside the first run)")
+        str | None, typer.Option("--out", help="comparison page (default: compare.html beside the first run)")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="overwrite the target even if it is not a report of tokensde")
+    ] = False,
 ) -> None:
-    """Rebuild the offline HTML report of a run, or compare several runs side by side."""
+    """Rebuild the offline HTML report of a run, or compare several runs side by side.
+
+    The page written replaces only a report of tokensde: an existing file that is not one
+    (or a directory) is refused unless --force.
+    """
     from .report import build_report, compare_reports
     from .report.html import load_run
+    from .runtime.store import RunStore
 
     for d in dirs:
         try:
-            load_run(d)
+            for warning in load_run(d)["warnings"]:
+                err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
         except FileNotFoundError as e:
             fail(f"dirs: {e}")
         except (OSError, ValueError) as e:
             fail(f"dirs: {d} cannot be read: {e}")
     if len(dirs) == 1 and out is None:
-        path = build_report(dirs[0])
+        with RunStore(dirs[0]).locked():
+            path = build_report(dirs[0], force=force)
     else:
-        path = compare_reports(dirs, out or dirs[0].parent / "compare.html")
+        target = out_path(out, dirs[0].parent / "compare.html")
+        path = compare_reports(dirs, target, force=force)
     console.print(f"report -> {path}")
 
 
 @app.command(add_help_option=False)
+@guarded
 def run(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="experiment name (see `tokensde list`)")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="TOML file with config keys")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="small version for CI and laptops")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="run directory (default runs/NAME)")] = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="run directory (default runs/NAME): new, empty, or this run's to resume"),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="write into a non-empty --out that holds no tokensde run (never another run)"),
+    ] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="base seed (overrides the config)")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda")] = "cpu",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
@@ -130,8 +238,9 @@ def run(
     with --threads torch threads and its own derived seeds, so the results are bitwise the
     same whatever the executor, the number of workers and any interruption. SIGINT or
     SIGTERM stops cleanly (exit 130 / 143): finished units stay in --out and the same
-    command resumes. Experiments outside the catalogue: see $TOKENSDE_EXPERIMENTS
-    (tokensde.runtime.registry).
+    command resumes. --out must be new, empty or a run of the same experiment and config;
+    one process writes it at a time. Experiments outside the catalogue: see
+    $TOKENSDE_EXPERIMENTS (importing them runs their code, with the trust of PYTHONPATH).
     """
     from .runtime import run_experiment
     from .runtime.executors import EXECUTORS, ExecutorOptions, default_executor
@@ -176,19 +285,12 @@ def run(
         executor = "ray"
     data: dict[str, Any] = dict(exp.quick) if quick else {}
     if config is not None:
-        try:
-            data.update(tomllib.loads(config.read_text()))
-        except OSError as e:
-            fail(f"config: cannot read {config}: {e.strerror}")
-        except UnicodeDecodeError:
-            fail(f"config: {config} is not UTF-8 text (TOML files are UTF-8)")
-        except (tomllib.TOMLDecodeError, ValueError) as e:
-            fail(f"config: {config} is not valid TOML: {e}")
+        data.update(read_config(config))
     if seed is not None:
         data["seed"] = seed
     cfg = validate(exp.Config, data)
     dev = _device(device)
-    out = out or Path("runs") / name
+    out_dir = out_path(out, Path("runs") / name)
     options = ExecutorOptions(
         kind=executor or default_executor(dev, units=len(exp.plan(cfg))),
         workers=counts["workers"],
@@ -197,9 +299,7 @@ def run(
     )
     t0 = time.time()
     try:
-        verdict = run_experiment(exp, cfg, out, dev, show_progress=progress, executor=options)
-    except ValueError as e:
-        fail(str(e))
+        verdict = run_experiment(exp, cfg, out_dir, dev, show_progress=progress, executor=options, force=force)
     except ConnectionError as e:
         fail(
             f"ray-address: cannot join the Ray cluster at {ray_address}: {e}"
@@ -210,7 +310,7 @@ def run(
         finished, total = getattr(e, "finished", None), getattr(e, "total", None)
         kept = "finished units" if finished is None else f"{finished} of {total} units"
         err.print(
-            f"interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}): {kept} kept in {out};"
+            f"interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}): {kept} kept in {out_dir};"
             " run the same command to resume",
             markup=False,
             highlight=False,
@@ -223,11 +323,13 @@ def run(
     for note in verdict.get("notes", []):
         console.print(f"[dim]note[/dim] {note}", markup=True, highlight=False)
     colour = "green" if verdict["verdict"] == "PASS" else "red"
-    console.print(f"[bold {colour}]{verdict['verdict']}[/bold {colour}] {name} in {time.time() - t0:.1f} s -> {out}")
+    console.print(
+        f"[bold {colour}]{verdict['verdict']}[/bold {colour}] {name} in {time.time() - t0:.1f} s -> {out_dir}"
+    )
 
 
 class SimulateArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     model: Literal["value-noise"] = Field(description="value-noise")
     n: int = Field(ge=1, le=10_000_000, description="integer in [1, 1e7]")
     d: int = Field(ge=2, le=65_536, description="integer in [2, 65536]")
@@ -243,8 +345,11 @@ class SimulateArgs(BaseModel):
 
 
 @app.command()
+@guarded
 def simulate(
-    out: Annotated[Path, typer.Option("--out", help="output directory")],
+    out: Annotated[
+        str, typer.Option("--out", help="output directory: new, empty, or an earlier simulate of this config")
+    ],
     model: Annotated[str, typer.Option("--model", help="value-noise")] = "value-noise",
     n: Annotated[int, typer.Option("--n", help="tokens per system")] = 32,
     d: Annotated[int, typer.Option("--d", help="dimension")] = 8,
@@ -258,8 +363,14 @@ def simulate(
     route: Annotated[str, typer.Option("--route", help="noise route of the limit")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype")] = "float32",
     device: Annotated[str, typer.Option("--device")] = "cpu",
+    force: Annotated[
+        bool, typer.Option("--force", help="write into a non-empty --out that holds no tokensde output")
+    ] = False,
 ) -> None:
-    """Ad-hoc simulation from uniform tokens: saves final states (NPZ) and summary metrics (JSON)."""
+    """Ad-hoc simulation from uniform tokens: saves final states (NPZ) and summary metrics (JSON).
+
+    The memory the simulation needs is estimated first and compared with what is free.
+    """
     args = validate(
         SimulateArgs,
         dict(
@@ -278,13 +389,29 @@ def simulate(
         ),
     )
     dev = _device(device)
+    out_dir = out_path(out, Path("."))
+    from .runtime.memory import check_fits, simulate_memory
+    from .runtime.store import RunStore
+
+    store = RunStore(out_dir)
+    config = args.model_dump(mode="json")
+    store.inspect("simulate", config, force)
+    need = simulate_memory(args.n, args.d, args.systems, args.steps, args.route, args.solver, args.dtype, dev)
+    check_fits(need, dev, "simulate", "reduce --systems, --n or --d")
+    with store.session("simulate", config, dev, force=force, extra={"command": "simulate"}):
+        _simulate(args, dev, out_dir)
+
+
+def _simulate(args: Any, dev: str, out: Path) -> None:
+    import io
+
     import numpy as np
     import torch
 
     from . import metrics
     from .models import ValueNoise
     from .noise import derive_seed
-    from .runtime.store import atomic_write, environment
+    from .runtime.store import atomic_write
     from .solvers import simulate as run_sim
     from .sphere import uniform
 
@@ -317,19 +444,10 @@ def simulate(
     summary["peak_rss_bytes"] = int(rss if sys.platform == "darwin" else rss * 1024)
     if cuda:
         summary["cuda_max_memory_allocated_bytes"] = int(torch.cuda.max_memory_allocated(x.device))
-    import io
-
     buf = io.BytesIO()
     np.savez_compressed(buf, x=x.cpu().numpy())
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "final_states.npz", buf.getvalue())
     atomic_write(out / "summary.json", json.dumps(summary, indent=2).encode())
-    atomic_write(
-        out / "manifest.json",
-        json.dumps(
-            {"command": "simulate", "config": args.model_dump(), "environment": environment(dev)}, indent=2
-        ).encode(),
-    )
     console.print(
         f"simulated {args.systems} x {args.n} tokens in d = {args.d} for {args.steps} steps in {elapsed:.2f} s"
         f" ({elapsed / args.steps:.3g} s/step, metrics {summary['metrics_s']:.2f} s,"
@@ -338,7 +456,7 @@ def simulate(
 
 
 class TwoPointArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     model: Literal["value-noise"] = Field(description="value-noise")
     d: int = Field(ge=2, le=100_000, description="integer in [2, 1e5]")
     beta: float = Field(ge=0.0, le=1e3, description="number in [0, 1e3]")
@@ -347,6 +465,7 @@ class TwoPointArgs(BaseModel):
 
 
 @theory_app.command("two-point")
+@guarded
 def two_point(
     model: Annotated[str, typer.Option("--model")] = "value-noise",
     d: Annotated[int, typer.Option("--d")] = 4,
@@ -372,14 +491,14 @@ def two_point(
         "exponent_antipodal": motion.exponent_antipodal,
     }
     if as_json:
-        sys.stdout.write(json.dumps(res) + "\n")
+        sys.stdout.write(json.dumps(res, allow_nan=False) + "\n")  # strict JSON: a NaN is a bug, not output
         return
     for k, v in res.items():
         console.print(f"{k:>20}: {v}")
 
 
 class SyncArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     activation: Literal["relu", "tanh", "silu", "sigmoid", "gelu"] = Field(
         description="relu, tanh, silu, sigmoid or gelu"
     )
@@ -390,6 +509,7 @@ class SyncArgs(BaseModel):
 
 
 @theory_app.command("sync")
+@guarded
 def sync(
     activation: Annotated[str, typer.Option("--activation", help="relu, tanh, silu, sigmoid or gelu")] = "relu",
     d: Annotated[int, typer.Option("--d", help="dimension")] = 4,
@@ -410,13 +530,14 @@ def sync(
         "odd_field": C.is_odd(args.activation, args.sigma_u, args.sigma_w),
     }
     if as_json:
-        sys.stdout.write(json.dumps(res) + "\n")
+        sys.stdout.write(json.dumps(res, allow_nan=False) + "\n")  # strict JSON: a NaN is a bug, not output
         return
     for key, v in res.items():
         console.print(f"{key:>20}: {v}")
 
 
 @app.command("schema")
+@guarded
 def schema(
     name: Annotated[str | None, typer.Argument(help="experiment name (default: all)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="text (as run NAME --help), markdown or json")] = "text",

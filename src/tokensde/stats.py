@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-__all__ = ["wilson", "z_for", "bonferroni_z", "loglog_slope"]
+__all__ = ["wilson", "interval_errors", "z_for", "bonferroni_z", "loglog_slope"]
 
 
 def z_for(level: float) -> float:
@@ -24,12 +24,27 @@ def wilson(k: np.ndarray | int, n: np.ndarray | int, z: float) -> tuple[np.ndarr
     .. math::
 
         \frac{k + z^2/2}{n + z^2} \pm \frac{z}{n + z^2}\sqrt{\frac{k (n-k)}{n} + \frac{z^2}{4}}
+
+    The bounds are exact at the ends: the lower bound is ``0`` at ``k = 0`` and the
+    upper bound ``1`` at ``k = n`` (the formula gives them up to rounding, e.g.
+    ``2e-19``, which would make an error bar ``k/n - low`` negative), and
+    ``low <= k/n <= high`` always holds.
     """
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
     centre = (k + z * z / 2.0) / (n + z * z)
     half = z / (n + z * z) * np.sqrt(k * (n - k) / n + z * z / 4.0)
-    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+    low = np.where(k <= 0, 0.0, np.minimum(np.clip(centre - half, 0.0, 1.0), p))
+    high = np.where(k >= n, 1.0, np.maximum(np.clip(centre + half, 0.0, 1.0), p))
+    return low, high
+
+
+def interval_errors(p: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """``(2, m)`` error-bar lengths ``[p - low, high - p]`` for matplotlib, never negative (rounding at the ends)."""
+    p, low, high = (np.asarray(a, dtype=float) for a in (p, low, high))
+    return np.clip(np.vstack([p - low, high - p]), 0.0, None)
 
 
 def loglog_slope(x: np.ndarray, y: np.ndarray, se: np.ndarray | None = None) -> tuple[float, float]:

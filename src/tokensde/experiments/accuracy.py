@@ -209,6 +209,37 @@ def _settings(cfg: AccuracyConfig) -> TrainSettings:
     return TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.grad_clip)
 
 
+def _data_memory(cfg: AccuracyConfig, name: str) -> tuple[int, int, int, int, int, int]:
+    """``(train, test, tokens, features, classes, bytes)`` of a data set from the config alone (nothing loaded).
+
+    ``digits``: 1797 images (scikit-learn's float64 arrays and the float32 splits). ``pointer``: both splits
+    (float32 one-hot) and the index tensors of one draw; online, the current and the next epoch's sequences
+    beside the first. ``torchvision:NAME``: the size is unknown before loading; CIFAR-sized images
+    (3 x 32 x 32) are assumed, ``max_train`` / ``max_test`` of them or 60000 / 10000 (uint8 original, float
+    copy and patches).
+    """
+    if name == "digits":
+        total = 1797
+        test = math.ceil(cfg.test_fraction * total)
+        n = cfg.tokens_per_side**2
+        return total - test, test, n, 64 // n, 10, 8 * total * 64 * 8
+    if name == "pointer":
+        n, k = cfg.pointer_tokens, cfg.pointer_values
+        f = n - 1 + k
+        held = (cfg.pointer_train * (3 if cfg.pointer_online else 1) + cfg.pointer_test) * n * f * 4
+        return cfg.pointer_train, cfg.pointer_test, n, f, k, held + max(cfg.pointer_train, cfg.pointer_test) * n * 48
+    train, test, pixels = cfg.max_train or 60000, cfg.max_test or 10000, 3 * 32 * 32
+    n = cfg.tokens_per_side**2
+    return train, test, n, max(1, pixels // n), 100, (train + test) * pixels * 13
+
+
+def _parameters(cfg: AccuracyConfig, n: int, f: int, k: int) -> int:
+    """Parameters of the classifier: embedding, positions, ``depth`` blocks (Q, K, V, gains, MLP), head."""
+    w, r = cfg.width, cfg.mlp_ratio
+    block = 3 * w * w + w + ((2 * w + 2 * r * w * w + r * w) if r else 0)
+    return f * w + w + n * w + cfg.depth * block + w + w * k + k
+
+
 class Accuracy(Experiment):
     name = "accuracy"
     summary = "train deep pre-norm Transformers with and without the value-matrix noise; accuracy and clustering"
@@ -234,6 +265,31 @@ class Accuracy(Experiment):
 
     def unit_cost(self, cfg: AccuracyConfig, unit: dict[str, Any]) -> float:
         return float(cfg.epochs)
+
+    def unit_memory(self, cfg: AccuracyConfig, unit: dict[str, Any], device: str) -> int:
+        """In float32: the data (:func:`_data_memory`), the parameters with their gradients, AdamW's two moments
+        and the optimiser's and clipping's temporaries (7 copies), and the largest of: training (every
+        block's activations kept for the backward pass for one mini-batch, the attention weights where they
+        are materialised), evaluation (batches of 512), the depth profile (every layer's hidden states of the
+        profile examples, their float64 normalised copy and the blocked metrics) and a checkpoint (parameters
+        and moments as arrays, the NPZ buffer and its copy)."""
+        from ..runtime.memory import attention_bytes, metrics_bytes
+
+        train, test, n, f, k, data = _data_memory(cfg, str(unit["dataset"]))
+        w, depth, r, heads = cfg.width, cfg.depth, cfg.mlp_ratio, cfg.heads
+        p = 4 * _parameters(cfg, n, f, k)
+
+        def forward(b: int, kept: int) -> int:
+            per = (kept + ((4 + 2 * r) if r else 0)) * b * n * w * 4
+            return per + attention_bytes(b, n, w // heads, 4, device, heads)
+
+        b = min(cfg.batch_size, train)
+        fit = (depth + 2) * forward(b, 9) + b * n * f * 4
+        e = min(512, max(train, test))
+        evaluate = forward(e, 12)
+        pe = min(cfg.profile_examples, test)
+        profile = (depth + 1) * pe * n * w * 4 + forward(pe, 12) + 2 * pe * n * w * 8 + metrics_bytes(pe, n, w, 8)
+        return int(data + 7 * p + max(fit, evaluate, profile, 9 * p))
 
     def run_unit(
         self,

@@ -74,7 +74,7 @@ def each_in(values: list[Any], lo: float, hi: float, what: str = "value") -> lis
 class ExperimentConfig(BaseModel):
     """Base of every experiment's config: strict keys, finite numbers, common fields."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True, strict=True)
 
 
 class Experiment:
@@ -91,6 +91,16 @@ class Experiment:
     def unit_cost(self, cfg: Any, unit: dict[str, Any]) -> float:
         """Relative cost of a unit (for progress bars)."""
         return 1.0
+
+    def unit_memory(self, cfg: Any, unit: dict[str, Any], device: str) -> int:
+        """Peak bytes a unit allocates beyond the interpreter and torch themselves (its tensors: state, noise,
+        kernels, buffers); an upper estimate, within a factor ~2, from the config alone (nothing allocated).
+
+        Checked against the available memory before a run starts (:mod:`tokensde.runtime.memory`). Every
+        experiment of the catalogue overrides it; the default, ``0``, means unknown (an experiment from
+        elsewhere that does not estimate its units is not refused).
+        """
+        return 0
 
     def run_unit(
         self, cfg: Any, unit: dict[str, Any], device: str, progress: Progress | None = None

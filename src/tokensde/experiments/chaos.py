@@ -242,6 +242,28 @@ class Chaos(Experiment):
     def unit_cost(self, cfg: ChaosConfig, unit: dict[str, Any]) -> float:
         return float(len(cfg.N) + 1)
 
+    def unit_memory(self, cfg: ChaosConfig, unit: dict[str, Any], device: str) -> int:
+        """One system per size, the largest the ``N_ref``-token reference: its simulation (model A: ``d x d``
+        normals and one Euler step of ``N_ref`` tokens; model C: the random-feature field, ``N_ref x features``
+        pre-activations and activations, and the attention), or the exact ``W_2`` between the largest ``N`` and
+        the reference by network simplex (cost matrix, flow and the solver's arcs: measured 46 to 61 bytes per
+        pair of points), whichever is larger."""
+        from ..runtime.memory import attention_bytes, itemsize, mlp_kernel_bytes, stream_bytes, value_noise_step_bytes
+
+        item, d, p, big = itemsize(cfg.dtype), cfg.d, cfg.N_ref, max(cfg.N)
+        x0 = sum(n * d * item for n in [*cfg.N, p])
+        if unit["model"] == "A":
+            sim = stream_bytes(1, (d, d), item) + 2 * p * d * item
+            sim += value_noise_step_bytes(1, p, d, item, device, False)
+            kernel = 0
+        else:
+            m = cfg.features
+            sim = stream_bytes(1, (m * (2 * d + 1) + d,), item) + 4 * p * m * item + 12 * p * d * item
+            sim += attention_bytes(1, p, d, item, device)
+            kernel = mlp_kernel_bytes(cfg.activation)
+        w2 = 64 * big * p + 16 * (big + p) * d
+        return int(x0 + max(sim, w2) + kernel)
+
     def run_unit(
         self, cfg: ChaosConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
     ) -> list[dict[str, Any]]:

@@ -209,6 +209,44 @@ class Convergence(Experiment):
             return cfg.c_systems / 512 * cfg.ref_depth
         return cfg.systems / 16384 * cfg.ref_depth
 
+    def unit_memory(self, cfg: ConvergenceConfig, unit: dict[str, Any], device: str) -> int:
+        """In float64. A, B: :func:`simulate_levels` (``x0``, per depth and the reference a state and a sum of
+        normals, the ``d x d`` noise stream, one Euler step, the sup trackers). C-depth: the states, layer
+        inputs and accumulated fields of every depth, the stream of ``n (depths + 1)`` points' normals and per
+        step the joint kernel of all points and its factor. C-width: the states of every width, the stream of
+        the features, biases and normals of a layer (``max(widths) (d + 1) + n d`` per system), the features'
+        copy and per width the ``n x m`` activations and the ``n x n`` kernel and factor. C also builds the
+        kernel tables (:func:`~tokensde.runtime.memory.mlp_kernel_bytes`)."""
+        from ..runtime.memory import (
+            attention_bytes,
+            mlp_kernel_bytes,
+            stream_bytes,
+            uniform_bytes,
+            value_noise_step_bytes,
+        )
+
+        s, n, d, depths = unit["series"], cfg.n, cfg.d, len(cfg.depths)
+        bsz = cfg.c_systems if s.startswith("C") else cfg.systems
+        bnd, bnn = bsz * n * d * 8, bsz * n * n * 8
+        draw = uniform_bytes(bsz * n, d, 8)
+        sup = 8 * bsz * depths + 2 * bnd
+        if s in ("A", "B"):
+            shape = (d, d) if s == "A" else (d * d,)
+            step = value_noise_step_bytes(bsz, n, d, 8, device, False) if s == "A" else 10 * bnd + 3 * bnn
+            per = 8 * bsz * math.prod(shape)
+            run = bnd + (depths + 1) * (bnd + per) + stream_bytes(bsz, shape, 8, copies=2) + step + sup
+            return int(max(draw, run))
+        att = 3 * bnd + attention_bytes(bsz, n, d, 8, device) if cfg.c != 0.0 else 0
+        if s == "C-depth":
+            npts = n * (depths + 1)
+            step = 20 * bsz * npts * npts * 8 + 3 * bsz * npts * d * 8 + 6 * bnd + att
+            run = (2 + 3 * depths) * bnd + stream_bytes(bsz, (npts, d), 8) + step + sup
+        else:
+            mmax = max(cfg.widths)
+            step = bsz * mmax * d * 8 + 4 * bsz * n * mmax * 8 + 25 * bnn + 11 * bnd + att
+            run = (2 + len(cfg.widths)) * bnd + stream_bytes(bsz, (mmax * (d + 1) + n * d,), 8) + step
+        return int(max(draw, run) + mlp_kernel_bytes(cfg.activation))
+
     def run_unit(
         self, cfg: ConvergenceConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
     ) -> list[dict[str, Any]]:

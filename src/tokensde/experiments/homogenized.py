@@ -132,6 +132,28 @@ def _offdiag_mean(g: torch.Tensor) -> torch.Tensor:
     return (g.sum((-1, -2)) - torch.diagonal(g, dim1=-2, dim2=-1).sum(-1)) / (n * (n - 1))
 
 
+def _limit_step_numbers(bsz: int, n: int, d: int, k: int, shared: bool, abar: bool = False) -> int:
+    """Numbers one Euler step of :class:`MultiheadLimit` (compressed route, ``k`` heads) holds at once: the
+    score normals' copy, ``W^T X^T`` and ``W'^T X^T``, the scores, their softmax, the QR of ``X^T``, the
+    barycenters and their squares, ``[pi_h R^T]`` and its factor, the value normals' copy, the update."""
+    r = min(n, d)
+    ke = 1 if shared else k
+    nn_, bnd = bsz * n * n, bsz * n * d
+    e = nn_ + (bnd if abar else 0)  # base scores
+    e += 2 * nn_ if shared else 2 * bsz * k * d * r + 2 * bsz * k * d * n + 3 * k * nn_
+    e += 2 * bsz * d * n + bsz * r * n  # gram_root
+    e += 2 * ke * bnd + 2 * bsz * n * ke * r  # m, m * m, f and its transposed copy
+    if ke * r > n:
+        e += 2 * bsz * ke * r * n + nn_  # gram_factor's QR
+    return e + bsz * min(n, ke * r) * d + 7 * bnd
+
+
+def _fg_bytes(samples: int, n: int, d: int) -> int:
+    """:func:`tokensde.theory.homogenized.simplex_fg` (float64): the ``2 d n`` normals per sample, ``W^T R`` and
+    ``W'^T R``, and the scores, softmax and ``pi pi^T`` with their diagonal and off-diagonal parts."""
+    return 8 * samples * (4 * d * n + 6 * n * n)
+
+
 class Homogenized(Experiment):
     name = "homogenized"
     summary = "model B: mean overlap vs the logistic ODE, simplex ODE, frozen overlaps and the logistic exit law"
@@ -179,6 +201,41 @@ class Homogenized(Experiment):
         if part == "exit":
             return len(cfg.u0) * cfg.pairs * d * cfg.exit_horizon * (d - 1) / cfg.exit_dtau * 1e-6
         return len(cfg.tradeoff_n) * len(cfg.tradeoff_beta) * cfg.tradeoff_samples * d * 1e-6
+
+    def unit_memory(self, cfg: HomogenizedConfig, unit: dict[str, Any], device: str) -> int:
+        """Per part. ``logistic``/``simplex``: :func:`simulate_coupled` of ``B`` systems (``x0``, the fine and
+        coarse states, both runs' recorded states as lists and stacked, the noise stream with the step's
+        normals, the coarse normals and their sum, one step of the limit), then the Gram matrices of the
+        recorded states; ``simplex`` first estimates ``f, g`` (``fg_samples`` heads). ``frozen``/``exit``:
+        :func:`simulate` of the pairs. ``tradeoff``: :func:`simplex_fg` for the largest ``n``."""
+        from ..runtime.memory import itemsize, stream_bytes, uniform_bytes
+
+        part, d, item = unit["part"], int(unit["d"]), itemsize(cfg.dtype)
+        if part == "tradeoff":
+            ns = [n for n in cfg.tradeoff_n if n <= d]
+            return max((_fg_bytes(cfg.tradeoff_samples, n, d) for n in ns), default=0)
+        if part in ("frozen", "exit"):
+            bsz = len(cfg.u0) * cfg.pairs
+            bnd = bsz * 2 * d * item
+            step = _limit_step_numbers(bsz, 2, d, 1, True, abar=True) * item
+            return int(4 * bnd + stream_bytes(bsz, (2 * d,), item) + step)
+        if part == "logistic":
+            bsz, n, beta, tau, fg = cfg.systems, cfg.n, float(unit["beta"]), cfg.tau_max, 0
+            draw = uniform_bytes(bsz * n, d, item, item)
+        else:
+            bsz, n, beta, tau = cfg.simplex_systems, cfg.simplex_n, cfg.simplex_beta, cfg.simplex_tau
+            fg, draw = _fg_bytes(cfg.fg_samples, n, d), 0
+        law = Multihead(beta=beta)
+        model = MultiheadLimit(law, samples=cfg.samples, time="diffusive")
+        steps, every = self._record(cfg, tau)
+        rec = steps // every + 1
+        bnd = bsz * n * d * item
+        stream = stream_bytes(bsz, model.noise_shape(n, d), item, copies=4)
+        step = _limit_step_numbers(bsz, n, d, cfg.samples, law.shared_attention(d)) * item
+        sim = 3 * bnd + 2 * rec * bnd + stream + step
+        end = bnd + 4 * rec * bnd
+        grams = bnd + 2 * rec * bnd + rec * bsz * n * n * item
+        return int(max(draw, fg, sim, end, grams))
 
     def run_unit(
         self, cfg: HomogenizedConfig, unit: dict[str, Any], device: str, progress: Progress | None = None

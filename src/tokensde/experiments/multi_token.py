@@ -231,6 +231,23 @@ def run_systems(
     return half, x, frozen
 
 
+def _run_systems_bytes(bsz: int, n: int, d: int, item: int, device: str, noisy: bool, drift: bool) -> int:
+    """Peak bytes :func:`run_systems` allocates beyond ``x0``: the state, its ``T/2`` copy and the working
+    set of the alive systems (three ``(B, n, d)``), the noise stream (``SLAB`` steps of the ``auto`` route's
+    normals, ``(d, d)`` or ``(min(n, d), d)`` per system, plus the step's copy and its alive rows) and one
+    Euler step; noiseless: barycenters, drift, projection and normalisation."""
+    from ..runtime.memory import attention_bytes, stream_bytes, value_noise_step_bytes
+
+    bnd = bsz * n * d * item
+    base = 3 * bnd + 32 * bsz
+    if not noisy:
+        return base + 6 * bnd + attention_bytes(bsz, n, d, item, device)
+    kernel = n < d
+    shape = (min(n, d), d) if kernel else (d, d)
+    step = value_noise_step_bytes(bsz, n, d, item, device, kernel, drift)
+    return base + stream_bytes(bsz, shape, item, copies=2) + step
+
+
 def classify(x: torch.Tensor, beta: float, eps: float) -> dict[str, np.ndarray]:
     """Per system: ``n_clusters``, ``collapsed``, ``antipodal``, ``energy``, ``small`` (smaller antipodal cluster),
     ``centre`` (overlap of the two cluster centres of two-cluster systems, else ``nan``)."""
@@ -331,6 +348,19 @@ class MultiToken(Experiment):
     def unit_cost(self, cfg: MultiTokenConfig, unit: dict[str, Any]) -> float:
         # the noiseless flow is cheaper per step and freezes early: counted at a quarter of its steps
         return float((cell_steps(cfg, unit["d"])[1] + noiseless_steps(cfg) // 4) * cfg.runs)
+
+    def unit_memory(self, cfg: MultiTokenConfig, unit: dict[str, Any], device: str) -> int:
+        """``runs`` systems of ``n x d``: the float64 draw of ``x0``; the noisy run beside ``x0``; the noiseless
+        run beside ``x0`` and the noisy ``T/2`` and ``T`` states; the classification (blocked metrics)."""
+        from ..runtime.memory import itemsize, metrics_bytes, uniform_bytes
+
+        n, d, bsz, item = int(unit["n"]), int(unit["d"]), cfg.runs, itemsize(cfg.dtype)
+        bnd = bsz * n * d * item
+        draw = uniform_bytes(bsz * n, d, item)
+        noisy = bnd + _run_systems_bytes(bsz, n, d, item, device, True, False)
+        quiet = 3 * bnd + _run_systems_bytes(bsz, n, d, item, device, False, True)
+        classify = 5 * bnd + metrics_bytes(bsz, n, d, item)
+        return int(max(draw, noisy, quiet, classify))
 
     def run_unit(
         self, cfg: MultiTokenConfig, unit: dict[str, Any], device: str, progress: Progress | None = None

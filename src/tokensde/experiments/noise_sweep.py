@@ -73,7 +73,7 @@ __all__ = ["NoiseSweep", "NoiseSweepConfig", "SweepSetting", "sigma_c", "cochran
 class SweepSetting(BaseModel):
     """One ``(n, d, beta)`` setting of the sweep."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     n: int = Field(ge=2, le=1024, description="tokens per system, in [2, 1024]")
     d: int = Field(ge=3, le=512, description="dimension, in [3, 512]")
     beta: float = Field(ge=0.0, le=20.0, description="inverse temperature, in [0, 20]")
@@ -173,6 +173,21 @@ class NoiseSweep(Experiment):
 
     def unit_cost(self, cfg: NoiseSweepConfig, unit: dict[str, Any]) -> float:
         return float(self._steps(cfg, unit["setting"]["d"])[1] * cfg.runs)
+
+    def unit_memory(self, cfg: NoiseSweepConfig, unit: dict[str, Any], device: str) -> int:
+        """``runs`` systems of ``n x d``: the float64 draw of ``x0``, one run of model A with ``Vbar = I`` beside
+        ``x0`` (:func:`~tokensde.experiments.multi_token.run_systems`; no noise stream at ``sigma = 0``), and
+        the classification of its ``T/2`` and ``T`` states (blocked metrics)."""
+        from ..runtime.memory import itemsize, metrics_bytes, uniform_bytes
+        from .multi_token import _run_systems_bytes
+
+        s = unit["setting"]
+        n, d, bsz, item = int(s["n"]), int(s["d"]), cfg.runs, itemsize(cfg.dtype)
+        bnd = bsz * n * d * item
+        draw = uniform_bytes(bsz * n, d, item)
+        run = bnd + _run_systems_bytes(bsz, n, d, item, device, float(unit["sigma"]) > 0.0, True)
+        classify = 3 * bnd + metrics_bytes(bsz, n, d, item)
+        return int(max(draw, run, classify))
 
     def run_unit(
         self, cfg: NoiseSweepConfig, unit: dict[str, Any], device: str, progress: Progress | None = None

@@ -35,7 +35,7 @@ from pydantic import Field, field_validator
 from ..models.value_noise import pair_euler_step
 from ..noise import NoiseStream, derive_seed
 from ..sphere import pair_with_overlap
-from ..stats import bonferroni_z, wilson, z_for
+from ..stats import bonferroni_z, interval_errors, wilson, z_for
 from ..theory import value_noise as theory_a
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 
@@ -287,6 +287,20 @@ class PhaseDiagram(Experiment):
     def unit_cost(self, cfg: PhaseDiagramConfig, unit: dict[str, Any]) -> float:
         return float(sum(cell_steps(cfg, unit["d"], b)[0] for b in unit["beta"]) * cfg.runs)
 
+    def unit_memory(self, cfg: PhaseDiagramConfig, unit: dict[str, Any], device: str) -> int:
+        """:func:`simulate_pairs` on ``len(beta) * runs`` pairs, with ``S`` the bytes of one state of all of them:
+        the initial pairs (list and concatenation), the coarse state (3 S); the noise stream's ``SLAB``-step
+        buffer (16 S); once pairs have frozen or finished, the slab gathered for the alive fine and coarse pairs
+        (2 x 16 S) and their working sets (2 S); one fused step on all of them (about 12 S and some 48 per-pair
+        scalars: measured 16 S at ``d = 3``); per pair the results, ``beta``, ``horizon``, the alive indices and
+        the stream's block index. Upper: assumes some pairs have left (about 2.5 times the peak when none has)."""
+        from ..runtime.memory import itemsize
+
+        item = itemsize(cfg.dtype)
+        pairs = len(unit["beta"]) * cfg.runs
+        state = pairs * 2 * int(unit["d"]) * item
+        return int(65 * state + pairs * (48 * item + 84))
+
     def run_unit(
         self, cfg: PhaseDiagramConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
     ) -> list[dict[str, Any]]:
@@ -428,7 +442,7 @@ class PhaseDiagram(Experiment):
             curve = [theory_a.p_antipodal(d, b, cfg.rho0) for b in grid]
             ax.plot(grid, curve, color=color, lw=1.5, label=f"d = {d}")
             sub = table[table["d"] == d]
-            err = np.vstack([sub["p_antipodal_mc"] - sub["ci_low"], sub["ci_high"] - sub["p_antipodal_mc"]])
+            err = interval_errors(sub["p_antipodal_mc"], sub["ci_low"], sub["ci_high"])
             ok = ~sub["critical"].to_numpy()
             ax.errorbar(
                 sub["beta"][ok], sub["p_antipodal_mc"][ok], yerr=err[:, ok], fmt="o", ms=3.5, color=color, capsize=2

@@ -147,6 +147,18 @@ def _network(cfg: ProbeConfig, arch: str, d: int, device: str) -> torch.nn.Modul
     return nnp.build_model(arch, cfg.layers, d, cfg.heads, cfg.n, seed).to(device)
 
 
+def _parameters(arch: str, layers: int, d: int, n: int) -> int:
+    """Parameters of the probed network: embeddings, ``12 d^2 + 13 d`` per block (``layers`` blocks; ALBERT:
+    one, and its input projection), the final or embedding LayerNorm."""
+    block = 12 * d * d + 13 * d
+    embed = 8 * d + n * d
+    if arch == "gpt2":
+        return embed + layers * block + 2 * d
+    if arch == "bert":
+        return embed + 4 * d + layers * block
+    return embed + 4 * d + d * d + d + block
+
+
 def _inputs(cfg: ProbeConfig, d: int, sequences: int, device: str) -> torch.Tensor:
     """The first ``sequences`` random-embedding inputs of width ``d`` (the same for every architecture)."""
     return nnp.random_inputs(sequences, cfg.n, d, derive_seed(cfg.seed, "probe", "inputs", d), device)
@@ -164,6 +176,30 @@ class Probe(Experiment):
     def unit_cost(self, cfg: ProbeConfig, unit: dict[str, Any]) -> float:
         h = int(unit["hidden"])
         return float((cfg.layers + 1) * cfg.sequences * cfg.n * h * (h + cfg.n * cfg.substeps)) / 1e6
+
+    def unit_memory(self, cfg: ProbeConfig, unit: dict[str, Any], device: str) -> int:
+        """The network's forward pass (parameters, inputs, every layer's hidden states as cloned by the hooks
+        and stacked, every layer's ``B x heads x n x n`` attention maps, one layer's temporaries); then, beside
+        the states, the maps, their normalised copy and ``x0`` in float64: the attention entropies (float64
+        maps), the matching of ``beta`` (``n x n`` float64 scores), or the matched SDE (float64 noise stream of
+        the ``auto`` route, Euler steps) with the per-layer metrics and the pooled pairwise cosines of the
+        network and the SDE (copies, quantiles, histogram and Wasserstein distance)."""
+        from ..runtime.memory import metrics_bytes, stream_bytes, value_noise_step_bytes
+
+        arch, d = str(unit["architecture"]), int(unit["hidden"])
+        L, n, bsz, heads = cfg.layers, cfg.n, cfg.sequences, cfg.heads
+        bnd4, maps = bsz * n * d * 4, bsz * heads * n * n
+        states = (L + 1) * bnd4
+        net = 4 * _parameters(arch, L, d, n) + bnd4 + 2 * states + L * maps * 4 + 15 * bnd4 + 3 * maps * 4
+        held = 2 * states + L * maps * 4 + (L + 1) * bsz * n * 4 + bsz * n * d * 8
+        entropy = 5 * maps * 8
+        match = 6 * bsz * n * n * 8 + n * n
+        kernel = n < d
+        pairs = bsz * n * (n - 1) // 2
+        sde = stream_bytes(bsz, (min(n, d), d) if kernel else (d, d), 8) + 3 * bsz * n * d * 8
+        sde += value_noise_step_bytes(bsz, n, d, 8, device, kernel) + metrics_bytes(bsz, n, d, 8)
+        sde += 128 * pairs + 2 * bsz * n * n * 8 + 16 * n * n
+        return int(max(net, held + max(entropy, match, sde)))
 
     def trajectory(self, cfg: ProbeConfig, device: str = "cpu") -> dict[str, Any]:
         """The tokens of one input sequence through the layers of the first architecture (first hidden size)."""

@@ -145,6 +145,27 @@ class ScalingRegimes(Experiment):
         fine = cfg.ref_factor if unit["series"] == "diffusive" else 0
         return cfg.T / unit["eta"] + cfg.T / min(cfg.eta) * (fine + 10)
 
+    def unit_memory(self, cfg: ScalingRegimesConfig, unit: dict[str, Any], device: str) -> int:
+        """``systems`` systems of ``n x d``: the two ODE limits by RK4 (stages, the modified field's ``jvp``:
+        attention scores ``n x n``, barycenters and their images) beside ``x0``; then the stack beside ``x0``
+        and both ODE results, with its layer normals (``d^2`` per system, shared attention) and, in the
+        diffusive series, the ``eta / dt_ref`` fine steps' normals of a layer held at once and the limit's step."""
+        from ..runtime.memory import itemsize, uniform_bytes
+
+        item = itemsize(cfg.dtype)
+        bsz, n, d = cfg.systems, cfg.n, cfg.d
+        bnd, bnn = bsz * n * d * item, bsz * n * n * item
+        field = 4 * bnd + 3 * bnn
+        ode = 3 * bnd + 15 * bnd + 2 * field
+        layer = bsz * d * d * item
+        if unit["series"] == "diffusive":
+            k = round(float(unit["eta"]) / (min(cfg.eta) / cfg.ref_factor))
+            noise = (k + 2) * layer
+        else:
+            noise = layer
+        sde = 5 * bnd + noise + field + 8 * bnd
+        return int(max(uniform_bytes(bsz * n, d, item, item), ode, sde))
+
     def run_unit(
         self, cfg: ScalingRegimesConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
     ) -> list[dict[str, Any]]:

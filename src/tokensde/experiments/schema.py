@@ -20,6 +20,7 @@ Pure: no CLI, no files except in :func:`main`.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import sys
@@ -124,6 +125,24 @@ def _short(v: Any, limit: int = 60) -> str:
 
 def _one_line(s: str) -> str:
     return _LINE_BREAKS.sub(" ", s)
+
+
+def _kind(v: Any) -> str | None:
+    """The TOML type of a parsed value, with its article: ``a string``, ``an integer``, ``a table``..."""
+    for types_, name in (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a float"),
+        (str, "a string"),
+        (list | tuple, "an array"),
+        (dict, "a table"),
+        (datetime.datetime, "a datetime"),
+        (datetime.date, "a date"),
+        (datetime.time, "a time"),
+    ):
+        if isinstance(v, types_):
+            return name
+    return None
 
 
 # ----------------------------------------------------------------------------- types and constraints
@@ -314,6 +333,9 @@ anything is written: exit status 2 and one line on stderr naming the field and t
 
     error: d: Input should be less than or equal to 64, got 100 (allowed: integer in [2, 64])
 
+Types are strict, nothing is converted: a string is never a number (`seed = "7"`), a boolean never a number
+(`beta = [true]`), a float never an integer (`runs = 3000.0`); an integer is a valid float (`T = 1`).
+
 Ranges are written `[a, b]` (inclusive), `(a, b)` (exclusive) and mixed. The same reference is printed by
 `tokensde schema NAME` (`--format text|markdown|json`); the JSON Schemas are in [schema/](schema/).
 """
@@ -438,6 +460,12 @@ def error_line(model: type[BaseModel], exc: BaseException, data: dict[str, Any] 
         msg = str(first.get("msg", "invalid value"))
         for prefix in ("Value error, ", "Assertion failed, "):
             msg = msg.removeprefix(prefix)
+        # strict types (no coercion): say what was given, "should be a valid integer, not a string"
+        kind = _kind(first.get("input")) if str(first.get("type", "")).endswith("_type") else None
+        if kind == "an integer" and first.get("type") == "float_type":
+            msg += ", an integer too large for a float"  # ints are allowed floats unless they overflow
+        elif kind is not None:
+            msg += f", not {kind}"
         # a validator's message that already quotes the bad entry ("..., got 0.3") needs no second value
         quoted = first.get("type") == "value_error" and "got " in msg
         got = "" if quoted or first.get("type") == "missing" else f", got {_short(first.get('input'))}"

@@ -138,6 +138,39 @@ class SolverOrder(Experiment):
     def unit_cost(self, cfg: SolverOrderConfig, unit: dict[str, Any]) -> float:
         return (7.0 if unit["case"].endswith("heun") else 1.0) * cfg.ref_steps
 
+    def unit_memory(self, cfg: SolverOrderConfig, unit: dict[str, Any], device: str) -> int:
+        """:func:`simulate_levels` of ``systems`` systems in float64: ``x0``, per level (every coarse step count
+        and the reference) the state and the sum of its normals, the noise stream (``SLAB`` steps of the
+        case's normals: ``d x d`` for A and B, ``n x d`` for C) with the step's copy and a level's scaled sum,
+        and one step of the case's scheme (Heun: two evaluations of the Stratonovich coefficients with the
+        closed-form correction's ``n x n`` arrays)."""
+        from ..runtime.memory import (
+            mlp_kernel_bytes,
+            mlp_step_bytes,
+            stream_bytes,
+            uniform_bytes,
+            value_noise_step_bytes,
+        )
+
+        family, scheme = unit["case"].split("-")
+        bsz, n, d = cfg.systems, cfg.n, cfg.d
+        bnd, bnn = bsz * n * d * 8, bsz * n * n * 8
+        shape = {"A": (d, d), "B": (d * d,), "C": (n, d)}[family]
+        per = 8 * bsz * math.prod(shape)
+        levels = len(cfg.steps) + 1
+        kernel = 0
+        if family == "A":
+            step = value_noise_step_bytes(bsz, n, d, 8, device, False)
+            if scheme == "heun":
+                step = 2 * step + 17 * bnd + 8 * bnn
+        elif family == "B":
+            step = 10 * bnd + 3 * bnn
+        else:
+            step = mlp_step_bytes(bsz, n, d, 8, device, cfg.c != 0.0)
+            kernel = mlp_kernel_bytes(cfg.activation)
+        run = bnd + levels * (bnd + per) + stream_bytes(bsz, shape, 8, copies=2) + step
+        return int(max(uniform_bytes(bsz * cfg.n, d, 8), run) + kernel)
+
     def run_unit(
         self, cfg: SolverOrderConfig, unit: dict[str, Any], device: str, progress: Progress | None = None
     ) -> list[dict[str, Any]]:

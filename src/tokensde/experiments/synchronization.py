@@ -83,7 +83,7 @@ ActName = Literal["relu", "tanh", "silu", "sigmoid", "gelu"]
 class Setting(BaseModel):
     """One MLP law: activation, dimension and bias standard deviations."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     activation: ActName = Field(description="relu, tanh, silu, sigmoid or gelu")
     d: int = Field(ge=2, le=512, description="integer in [2, 512]")
     sigma_u: float = Field(default=0.0, ge=0.0, le=1.0, description="number in [0, 1]")
@@ -350,6 +350,37 @@ class Synchronization(Experiment):
             dt = cfg.exponent_step / ((s.d - 1) * k.kappa_1)
             return float(cfg.exponent_runs * 2 * math.ceil(cfg.exponent_horizon / abs(k.lambda_1) / (2.0 * dt)))
         return float(math.ceil(cfg.energy_T / cfg.energy_dt))
+
+    def unit_memory(self, cfg: SynchronizationConfig, unit: dict[str, Any], device: str) -> int:
+        """Per part, in float64. ``table``: the theory's quadratures (measured, below 64 MB for the default
+        table). ``cluster``/``energy``: :func:`simulate` of ``runs`` systems (``x0``, the noise stream, the
+        state, the recorded states as a list, stacked and concatenated, one step of the exact route) and the
+        metrics of the recorded states. ``exponent``: the pairs and their coarse copy, the noise stream with
+        the two steps' normals kept for the coarse step, the closed-form two-token step. Each model-C unit
+        also builds its kernel tables (:func:`~tokensde.runtime.memory.mlp_kernel_bytes`)."""
+        from ..runtime.memory import metrics_bytes, mlp_kernel_bytes, mlp_step_bytes, stream_bytes, uniform_bytes
+
+        part = unit["part"]
+        if part == "table":
+            return 128 * 2**20
+        if part == "exponent":
+            s = Setting(**unit["setting"])
+            state = cfg.exponent_runs * 2 * s.d * 8
+            stream = stream_bytes(cfg.exponent_runs, (2, s.d), 8, copies=4)
+            return int(stream + 12 * state + mlp_kernel_bytes(s.activation))
+        if part == "cluster":
+            n, d, bsz, act, attention = cfg.cluster_n, 4, cfg.cluster_runs, str(unit["activation"]), False
+            rec = 3
+        else:
+            s = cfg.energy_setting
+            n, d, bsz, act, attention = cfg.energy_n, s.d, cfg.energy_runs, s.activation, float(unit["c"]) != 0.0
+            steps = max(1, round(cfg.energy_T / cfg.energy_dt))
+            rec = steps // max(1, steps // cfg.energy_records) + 1
+        bnd = bsz * n * d * 8
+        sim = bnd + stream_bytes(bsz, (n, d), 8) + (rec + 1) * bnd + mlp_step_bytes(bsz, n, d, 8, device, attention)
+        end = bnd + 3 * rec * bnd
+        post = bnd + rec * bnd + metrics_bytes(bsz, n, d, 8)
+        return int(max(uniform_bytes(bsz * n, d, 8), sim, end, post) + mlp_kernel_bytes(act))
 
     # ----------------------------------------------------------------- units
     def run_unit(

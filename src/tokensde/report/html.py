@@ -21,10 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import UsageError
 from .figures import interactive_figures
 from .viewer import sphere_viewer
 
-__all__ = ["build_report", "compare_reports", "load_run"]
+__all__ = ["GENERATOR", "build_report", "check_report_target", "compare_reports", "is_report", "load_run"]
+
+#: the ``<meta name="generator">`` of every page written here: what may be overwritten
+GENERATOR = "tokensde-report"
+_MARK = f"<meta name='generator' content='{GENERATOR}'>".encode()
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
@@ -39,33 +44,80 @@ table.kv td, table.kv th { border: 1px solid #ddd; padding: 3px 8px; text-align:
 td.ok { color: #1a7f37; font-weight: bold; } td.FAIL { color: #c62828; font-weight: bold; }
 .fig { margin: 1em 0; } img.static { max-width: 100%; border: 1px solid #eee; }
 .row { display: flex; gap: 1em; } .row > div { flex: 1; min-width: 0; }
-code { font-size: 0.9em; }
+code { font-size: 0.9em; } p.warning { color: #b26a00; }
 """
 
 
+def _read_json(path: Path, what: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_bytes())
+    except (ValueError, RecursionError):
+        raise ValueError(f"{path} is not valid JSON") from None
+    if not isinstance(obj, dict) or any(k not in obj for k in keys):
+        raise ValueError(f"{path} is not a tokensde {what} (an object with {', '.join(keys)})")
+    return obj
+
+
 def load_run(run_dir: Path) -> dict[str, Any]:
-    """Manifest, verdict, results table and trajectories (if any) of a finished run directory."""
+    """Manifest, verdict, results table and trajectories (if any) of a finished run directory.
+
+    Raises ``FileNotFoundError`` when a file is missing and ``ValueError`` when the manifest,
+    the verdict or the table cannot be read as such. A ``trajectories.npz`` that cannot be
+    read (truncated, corrupt) leaves the viewer out, with a line in ``run["warnings"]``.
+    """
     run_dir = Path(run_dir)
     for name in ("manifest.json", "verdict.json", "results.parquet"):
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir} is not a finished run directory (no {name})")
+    manifest = _read_json(run_dir / "manifest.json", "manifest", ("experiment", "config"))
+    verdict = _read_json(run_dir / "verdict.json", "verdict", ("verdict", "checks"))
+    if not isinstance(manifest["experiment"], str) or not isinstance(manifest["config"], dict):
+        raise ValueError(f"{run_dir / 'manifest.json'} is not a tokensde manifest")
+    try:
+        table = pd.read_parquet(run_dir / "results.parquet")
+    except Exception as e:  # noqa: BLE001 - pyarrow raises its own types for a damaged file
+        raise ValueError(f"{run_dir / 'results.parquet'} cannot be read as Parquet ({type(e).__name__})") from None
     run: dict[str, Any] = {
         "dir": run_dir,
-        "manifest": json.loads((run_dir / "manifest.json").read_text()),
-        "verdict": json.loads((run_dir / "verdict.json").read_text()),
-        "table": pd.read_parquet(run_dir / "results.parquet"),
+        "manifest": manifest,
+        "verdict": verdict,
+        "table": table,
         "trajectory": None,
+        "warnings": [],
     }
     traj = run_dir / "trajectories.npz"
     if traj.exists():
-        with np.load(traj, allow_pickle=False) as z:
-            run["trajectory"] = {
-                "x": z["x"],
-                "times": z["times"],
-                "title": str(z["title"]),
-                "time_label": str(z["time_label"]),
-            }
+        try:
+            with np.load(traj, allow_pickle=False) as z:
+                t = {
+                    "x": np.asarray(z["x"], dtype=float),
+                    "times": np.asarray(z["times"], dtype=float),
+                    "title": str(z["title"]),
+                    "time_label": str(z["time_label"]),
+                }
+            if t["x"].ndim != 3 or len(t["times"]) != len(t["x"]):
+                raise ValueError("shapes do not match")
+            run["trajectory"] = t
+        except Exception as e:  # noqa: BLE001 - truncated zip, missing key, wrong shapes: no viewer
+            run["warnings"].append(f"{traj} cannot be read ({type(e).__name__}); the sphere viewer is left out")
     return run
+
+
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is a page written by this module (its head carries :data:`GENERATOR`)."""
+    try:
+        with open(path, "rb") as f:
+            return _MARK in f.read(4096)
+    except OSError:
+        return False
+
+
+def check_report_target(out: Path, force: bool) -> None:
+    """Refuse (``UsageError``) to write a page at ``out`` over a directory or a file that is not a report."""
+    if out.is_dir():
+        raise UsageError(f"out: {out} is a directory; name the page to write, e.g. {out / 'compare.html'}")
+    if out.exists() and not force and not is_report(out):
+        raise UsageError(f"out: {out} exists and is not a report of tokensde; choose another path or pass --force")
 
 
 def _plotly_js() -> str:
@@ -112,6 +164,7 @@ def _static(run_dir: Path, names: list[str]) -> str:
 def _page(title: str, body: str) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
+        f"{_MARK.decode()}"
         f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
         f"<title>{html.escape(title)}</title><style>{CSS}</style>"
         f"<script>{_plotly_js()}</script></head><body>{body}</body></html>"
@@ -130,6 +183,7 @@ def _run_sections(run: dict[str, Any], prefix: str, viewer: bool = True) -> str:
             f"tokensde {env.get('tokensde', '?')}, torch {env.get('torch', '?')} · git {env.get('git_revision')}"
         )
         + "</p>",
+        *(f"<p class='warning'>{html.escape(w)}</p>" for w in run.get("warnings", [])),
         "<h2>Verdict</h2>",
         _checks(v),
         "<h2>Figures</h2>",
@@ -157,17 +211,27 @@ def _write(out: Path, page: str) -> None:
     atomic_write(out, page.encode("utf-8"))
 
 
-def build_report(run_dir: Path) -> Path:
-    """Write ``run_dir/report.html`` from the run's files; returns its path."""
+def build_report(run_dir: Path, force: bool = False) -> Path:
+    """Write ``run_dir/report.html`` from the run's files; returns its path.
+
+    An existing ``report.html`` that is not a page of tokensde is not overwritten
+    (:class:`~tokensde.errors.UsageError`) unless ``force``.
+    """
     run = load_run(Path(run_dir))
-    page = _page(f"tokensde: {run['manifest']['experiment']}", _run_sections(run, "r0-"))
     out = Path(run_dir) / "report.html"
+    check_report_target(out, force)
+    page = _page(f"tokensde: {run['manifest']['experiment']}", _run_sections(run, "r0-"))
     _write(out, page)
     return out
 
 
-def compare_reports(run_dirs: list[Path], out: Path) -> Path:
-    """One page with several runs side by side (verdicts first, then each run's figures in a column)."""
+def compare_reports(run_dirs: list[Path], out: Path, force: bool = False) -> Path:
+    """One page with several runs side by side (verdicts first, then each run's figures in a column).
+
+    ``out`` may be new or a page of tokensde; anything else is refused unless ``force``.
+    """
+    out = Path(out)
+    check_report_target(out, force)
     runs = [load_run(Path(d)) for d in run_dirs]
     head = ["<h1>Comparison</h1>", '<table class="kv"><tr><th>run</th><th>experiment</th><th>seed</th><th>verdict</th>']
     head.append("<th>checks passed</th></tr>")
@@ -181,6 +245,5 @@ def compare_reports(run_dirs: list[Path], out: Path) -> Path:
     head.append("</table>")
     cols = "".join(f"<div>{_run_sections(r, f'r{i}-', viewer=True)}</div>" for i, r in enumerate(runs))
     page = _page("tokensde: comparison", "".join(head) + f'<div class="row">{cols}</div>')
-    out = Path(out)
     _write(out, page)
     return out

@@ -8,7 +8,8 @@ an iterator of ``(unit, rows)`` in order of completion):
 ``local``
     ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method
     (safe with CUDA and threads), ``workers`` processes (default: one per CPU
-    core; one on CUDA). Workers ignore SIGINT (the main process decides when to stop). A
+    core; one on CUDA). Workers ignore SIGINT (the main process decides when to stop) and
+    end when the main process is gone, however it ended (:func:`_die_with`). A
     worker that dies mid-unit breaks the pool: it is rebuilt and the unfinished
     units are resubmitted, at most ``max_retries`` times. As always with
     ``spawn``, a calling script must be importable and guard its work with
@@ -43,13 +44,14 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..experiments.base import Experiment, Progress
-from .store import FileCheckpoint, normalize_rows
+from .store import FileCheckpoint, normalize_rows, unit_provenance
 
 __all__ = [
     "EXECUTORS",
@@ -149,7 +151,11 @@ def execute_unit(
         torch.set_num_threads(threads)
     try:
         if exp.checkpoints:
-            ck = FileCheckpoint(checkpoints / f"{unit['id']}.npz") if checkpoints is not None else None
+            ck = (
+                FileCheckpoint(checkpoints / f"{unit['id']}.npz", unit_provenance(exp.name, cfg, unit))
+                if checkpoints is not None
+                else None
+            )
             rows = exp.run_unit(cfg, unit, device, progress, checkpoint=ck)  # type: ignore[call-arg]
         else:
             rows = exp.run_unit(cfg, unit, device, progress)
@@ -191,9 +197,41 @@ class SerialExecutor(Executor):
             yield u, execute_unit(self.exp, self.cfg, u, self.device, self.options.threads, tick, self.checkpoints)
 
 
-def _worker_init() -> None:
+def _die_with(parent: int) -> None:
+    """End this worker when the process ``parent`` is gone (killed with SIGKILL, say).
+
+    On Linux the kernel does it (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); everywhere a daemon
+    thread also polls ``os.getppid()`` twice a second. Without this, workers of a killed
+    main process would be re-parented to init and go on computing for nobody.
+    """
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="tokensde-parent-watch", daemon=True).start()
+
+
+def _worker_init(parent: int | None = None) -> None:
     # Ctrl-C reaches the whole process group: the main process decides (stop, keep finished units)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _die_with(parent)
 
 
 class LocalExecutor(Executor):
@@ -207,7 +245,10 @@ class LocalExecutor(Executor):
 
     def _start(self, n: int) -> cf.ProcessPoolExecutor:
         self.pool = cf.ProcessPoolExecutor(
-            max_workers=n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+            max_workers=n,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         )
         return self.pool
 

@@ -22,8 +22,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from ..experiments.base import Experiment
 from ..report import build_report, paper_style
+from ..report.html import check_report_target
 from .executors import ExecutorOptions, open_executor
-from .store import RunStore
+from .store import RunStore, unit_provenance
 
 __all__ = ["Interrupted", "run_experiment"]
 
@@ -94,22 +95,65 @@ def run_experiment(
     show_progress: bool = True,
     executor: ExecutorOptions | None = None,
     warn: Callable[[str], None] = _warn,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Run every unit not already finished in ``out``, then summarise; returns the verdict.
 
     ``executor`` defaults to serial execution with this process's current torch thread
-    count per unit. Raises :class:`Interrupted` on SIGINT/SIGTERM (finished units kept).
+    count per unit. Before anything is written, ``out`` is checked (see
+    :class:`~tokensde.runtime.store.RunStore`; ``force`` writes into a non-empty directory
+    that is not a run) and the run's memory estimate is compared with what the device
+    has free (:mod:`tokensde.runtime.memory`); both raise
+    :class:`~tokensde.errors.UsageError`. The directory stays locked while the run
+    writes it. Raises :class:`Interrupted` on SIGINT/SIGTERM (finished units kept).
     """
+    from .memory import check_fits, estimate_run
+
     options = (executor or ExecutorOptions()).resolved()
     store = RunStore(out)
-    manifest = store.start(exp.name, cfg.model_dump(), device, execution=options.record())
-    t0 = time.time()
+    config = cfg.model_dump(mode="json")
+    store.inspect(exp.name, config, force)
+    check_report_target(out / "report.html", force)  # refused now rather than after the compute
     units = exp.plan(cfg)
+    workers = estimate_workers(options, device, len(units))
+    need = estimate_run(exp, cfg, units, device, workers)
+    check_fits(need["bytes"], device, need["what"], need["hint"])
+    with store.session(exp.name, config, device, execution=options.record(), force=force) as manifest:
+        return _run(exp, cfg, units, store, manifest, device, show_progress, options, warn, force)
+
+
+def estimate_workers(options: ExecutorOptions, device: str, units: int) -> int:
+    """How many units run at once on this machine under ``options`` (Ray tasks on a cluster count as one)."""
+    from .executors import cpu_count
+
+    if options.kind == "local":
+        default = 1 if device.startswith("cuda") else cpu_count()
+        return max(1, min(options.workers or default, units))
+    if options.kind == "ray" and options.ray_address is None:
+        return max(1, min(options.workers or cpu_count(), units))
+    return 1
+
+
+def _run(
+    exp: Experiment,
+    cfg: Any,
+    units: list[dict[str, Any]],
+    store: RunStore,
+    manifest: dict[str, Any],
+    device: str,
+    show_progress: bool,
+    options: ExecutorOptions,
+    warn: Callable[[str], None],
+    force: bool,
+) -> dict[str, Any]:
+    out = store.root
+    t0 = time.time()
+    origin = {u["id"]: unit_provenance(exp.name, cfg, u) for u in units}
     costs = {u["id"]: exp.unit_cost(cfg, u) for u in units}
     results: dict[str, list[dict[str, Any]]] = {}
     todo = []
     for u in units:
-        got, problem = store.check_unit(u["id"])
+        got, problem = store.check_unit(u["id"], origin[u["id"]])
         if problem is not None:
             warn(f"warning: unit file {store.unit_path(u['id'])} {problem}; recomputing the unit")
         if got is None:
@@ -149,7 +193,7 @@ def run_experiment(
                 with open_executor(exp, cfg, device, options, store.checkpoint_dir()) as ex, signals.installed():
                     for u, rows in ex.run(order, progress):
                         with signals.deferred():
-                            results[u["id"]] = store.save_unit(u["id"], rows)
+                            results[u["id"]] = store.save_unit(u["id"], rows, origin[u["id"]])
                         if u["id"] in tasks:
                             bar.update(tasks[u["id"]], completed=costs[u["id"]])
                         else:
@@ -168,7 +212,7 @@ def run_experiment(
             if traj is not None:
                 store.write_trajectory(traj)
             store.finish(manifest, elapsed_s=time.time() - t0, units_resumed=len(units) - len(todo), figures=figures)
-            build_report(out)
+            build_report(out, force=force)
     except Interrupted as e:
         e.finished, e.total = len(results), len(units)
         raise

@@ -14,22 +14,38 @@ Layout::
     DIR/trajectories.npz   a few recorded token trajectories (for the sphere viewer)
     DIR/report.html        the self-contained offline report
 
-Re-running with the same ``--out`` and the same config resumes: finished units
-are read back, a truncated, corrupt or edited unit file (its rows no longer
-match its ``sha256``) is recomputed. Rows always pass through their canonical
-JSON (:func:`canonical_rows`), fresh or resumed, so a resumed run's table is
-bitwise the table of an uninterrupted one.
+    DIR/.tokensde.lock     the advisory lock (``fcntl.flock``) held by the one process writing DIR
+
+Provenance. Every unit file and checkpoint records the hash of what produced it
+(:func:`provenance`: the experiment, its config, the tokensde version and the
+unit's own description). Re-running with the same ``--out`` and the same config
+resumes: a finished unit is read back only when its file is whole (its rows hash
+to its ``sha256``) *and* its provenance is the one the current run would write;
+anything else (truncated, corrupt, edited, or produced by another config or
+version) is recomputed with a one-line warning. Rows always pass through their
+canonical JSON (:func:`canonical_rows`), fresh or resumed, so a resumed run's table
+is bitwise the table of an uninterrupted one.
+
+What a directory must be to be written (:meth:`RunStore.inspect`): absent, empty,
+or a run of tokensde (a valid ``manifest.json``) of the same experiment and config.
+A non-empty directory without a valid manifest (a user's own files, or unit files
+whose manifest was lost) is refused unless ``force``; a run of another experiment
+or config is always refused. One process writes a run directory at a time: a
+second gets a one-line :class:`~tokensde.errors.UsageError` naming the holder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,9 +53,29 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import UsageError
 from ..report.style import FORMATS
 
-__all__ = ["FileCheckpoint", "RunStore", "atomic_write", "canonical_rows", "environment", "normalize_rows"]
+try:  # advisory locks (POSIX); elsewhere a run directory is not locked
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "LOCK_NAME",
+    "FileCheckpoint",
+    "RunStore",
+    "atomic_write",
+    "canonical_rows",
+    "environment",
+    "normalize_rows",
+    "provenance",
+    "unit_provenance",
+]
+
+LOCK_NAME = ".tokensde.lock"
+_CK_PROVENANCE = "__tokensde_provenance__"
+_CK_SHA256 = "__tokensde_sha256__"
 
 
 def canonical_rows(rows: list[dict[str, Any]]) -> bytes:
@@ -59,6 +95,42 @@ def normalize_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def rows_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _plain_json(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples -> lists, paths -> strings, ...)."""
+    return json.loads(json.dumps(obj, default=str, allow_nan=True))
+
+
+def provenance(experiment: str, config: dict[str, Any], unit: dict[str, Any]) -> str:
+    """The sha256 of what produces a unit's rows: experiment name, config, tokensde version and the unit.
+
+    ``config`` is the config as JSON data (``cfg.model_dump(mode="json")``); keys are sorted,
+    so the hash does not depend on the order in which they were written.
+    """
+    from .. import __version__
+
+    doc = {"experiment": experiment, "config": config, "tokensde": __version__, "unit": unit}
+    data = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str, allow_nan=True)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def unit_provenance(experiment: str, cfg: Any, unit: dict[str, Any]) -> str:
+    """:func:`provenance` of a unit of ``experiment`` under the validated config ``cfg`` (a pydantic model)."""
+    return provenance(experiment, cfg.model_dump(mode="json"), unit)
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(json.dumps([k, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -115,58 +187,232 @@ def environment(device: str) -> dict[str, Any]:
 class FileCheckpoint:
     """A unit's checkpoint: one ``.npz`` of named arrays, written atomically, read without pickle.
 
-    Picklable (a path), so it travels to process-pool and Ray workers; on a multi-machine
-    Ray cluster the run directory must be on a file system the workers share, or a
-    unit interrupted there starts again from its beginning.
+    The file also holds the sha256 of its arrays and the unit's :func:`provenance`;
+    ``load`` gives ``None`` (the unit starts again, with a one-line warning through
+    ``warn``) when the file is truncated or corrupt, when its arrays were edited, or
+    when it was written for another config, version or unit.
+
+    Picklable (a path and a string), so it travels to process-pool and Ray workers; on a
+    multi-machine Ray cluster the run directory must be on a file system the workers
+    share, or a unit interrupted there starts again from its beginning.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, provenance: str | None = None, warn: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
+        self.provenance = provenance
+        self.warn = warn
+
+    def _reject(self, why: str) -> None:
+        (self.warn or _stderr)(f"warning: checkpoint {self.path} {why}; the unit starts again")
 
     def load(self) -> dict[str, np.ndarray] | None:
-        """The saved arrays, or ``None`` if there is no checkpoint or it cannot be read back whole."""
+        """The saved arrays, or ``None`` if there is no checkpoint or it is not this unit's, whole and unedited."""
         if not self.path.exists():
             return None
         try:
             with np.load(self.path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
+                arrays = {k: f[k] for k in f.files}
         except Exception:  # noqa: BLE001 - truncated or corrupt: start the unit again
+            self._reject("is truncated or corrupt")
             return None
+        digest = arrays.pop(_CK_SHA256, None)
+        origin = arrays.pop(_CK_PROVENANCE, None)
+        if digest is None or str(digest) != _arrays_digest(arrays):
+            self._reject("does not match its checksum (edited or corrupt)")
+            return None
+        if self.provenance is not None and (origin is None or str(origin) != self.provenance):
+            self._reject("was written by another config, tokensde version or unit")
+            return None
+        return arrays
 
     def save(self, arrays: dict[str, np.ndarray]) -> None:
+        plain = {k: np.asarray(v) for k, v in arrays.items()}
+        if _CK_SHA256 in plain or _CK_PROVENANCE in plain:
+            raise ValueError(f"checkpoint arrays may not be named {_CK_SHA256} or {_CK_PROVENANCE}")
+        plain[_CK_SHA256] = np.asarray(_arrays_digest(plain))
+        if self.provenance is not None:
+            plain[_CK_PROVENANCE] = np.asarray(self.provenance)
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
+        np.savez(buf, **plain)  # type: ignore[arg-type]
         atomic_write(self.path, buf.getvalue())
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
 
+def _valid_manifest(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("experiment"), str) and isinstance(obj.get("config"), dict)
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
 class RunStore:
-    """A run directory for one experiment and one config."""
+    """A run directory for one experiment and one config.
+
+    Use :meth:`session` (a context manager) to write into it: it checks the directory,
+    takes the lock, writes the manifest and releases the lock at the end. :meth:`inspect`
+    makes the same checks without writing anything (run it before costly preparations).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.units = self.root / "units"
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------------ what may be written
+    def inspect(self, experiment: str, config: dict[str, Any], force: bool = False) -> dict[str, Any] | None:
+        """Check that this run may write the directory; return the manifest to resume, or ``None``.
+
+        Writes nothing. Raises :class:`~tokensde.errors.UsageError` (one line naming ``out``)
+        when the path is a file, when the directory holds a run of another experiment or
+        config, or when it is not empty and holds no valid manifest (unless ``force``).
+        """
+        root, config = self.root, _plain_json(config)
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"out: {root} exists and is not a directory; choose a directory for the run")
+        if not root.exists():
+            return None
+        manifest_path = root / "manifest.json"
+        try:
+            entries = [p.name for p in root.iterdir() if p.name != LOCK_NAME]
+        except OSError as e:
+            raise UsageError(f"out: cannot read the directory {root}: {_why(e)}") from None
+        if "manifest.json" in entries:
+            try:
+                old = json.loads(manifest_path.read_bytes())
+            except (OSError, ValueError, RecursionError):
+                old = None
+            if not _valid_manifest(old):
+                if force:
+                    return None
+                raise UsageError(
+                    f"out: {manifest_path} is not a valid tokensde manifest, so {root} is not resumed into;"
+                    " choose another --out, or pass --force to run there (only unit files this config produced"
+                    " are reused)"
+                )
+            if old.get("experiment") != experiment or old.get("config") != config:
+                raise UsageError(
+                    f"out: {root} holds a run of {old.get('experiment')} with another config; choose another --out"
+                )
+            return dict(old)
+        if entries and not force:
+            what = (
+                "unit files but no manifest.json (the record of their config)"
+                if "units" in entries
+                else f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'} that are not a tokensde run"
+            )
+            raise UsageError(
+                f"out: {root} is not empty and holds {what}; choose a new or empty directory,"
+                " or pass --force to write the run there"
+            )
+        return None
+
+    # ------------------------------------------------------------------ one writer at a time
+    def _acquire(self) -> None:
+        """Take the directory's advisory lock (non-blocking); ``UsageError`` naming the holder if taken."""
+        path = self.root / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UsageError(f"out: cannot write in {self.root}: {_why(e)}") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                finally:
+                    os.close(fd)
+                raise UsageError(
+                    f"out: {self.root} is being written by another tokensde process ({holder});"
+                    " wait for it to finish or choose another --out"
+                ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        """Release the lock (the lock file stays: removing it would race with a new writer)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the directory's lock (it must exist) for the ``with`` block, e.g. to rebuild its report."""
+        self._acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    @contextlib.contextmanager
+    def session(
+        self,
+        experiment: str,
+        config: dict[str, Any],
+        device: str,
+        execution: dict[str, Any] | None = None,
+        force: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Check, create if needed, lock and (re)write the manifest; yield it; release the lock at the end.
+
+        A directory this call created is removed again if the checks made under the lock
+        refuse it (another process got there first), so a refused run leaves nothing behind.
+        """
+        self.inspect(experiment, config, force)
+        created = not self.root.exists()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"out: cannot create the directory {self.root}: {_why(e)}") from None
+        try:
+            self._acquire()
+        except UsageError:
+            if created:
+                with contextlib.suppress(OSError):
+                    (self.root / LOCK_NAME).unlink()
+                    self.root.rmdir()
+            raise
+        try:
+            try:
+                manifest = self.start(experiment, config, device, execution, force, extra)
+            except UsageError:
+                if created:
+                    with contextlib.suppress(OSError):
+                        (self.root / LOCK_NAME).unlink()
+                        self.root.rmdir()
+                raise
+            yield manifest
+        finally:
+            self.release()
 
     def start(
-        self, experiment: str, config: dict[str, Any], device: str, execution: dict[str, Any] | None = None
+        self,
+        experiment: str,
+        config: dict[str, Any],
+        device: str,
+        execution: dict[str, Any] | None = None,
+        force: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Create or reopen the directory; refuses a directory made with another config.
+        """Write the manifest of a new run, or update that of the run being resumed (checked by :meth:`inspect`).
 
         ``execution`` (executor, workers, threads per unit, Ray address) is recorded as
         ``manifest["execution"]`` and appended to ``manifest["executions"]`` (one entry per
-        start or resume); it never makes a resume refused.
+        start or resume); it never makes a resume refused. Call it with the lock held
+        (:meth:`session` does).
         """
-        manifest_path = self.root / "manifest.json"
-        if manifest_path.exists():
-            old = json.loads(manifest_path.read_text())
-            if old.get("experiment") != experiment or old.get("config") != config:
-                raise ValueError(
-                    f"out: {self.root} holds a run of {old.get('experiment')} with another config; choose another --out"
-                )
+        config = _plain_json(config)
+        old = self.inspect(experiment, config, force)
+        if old is not None:
             manifest = old
             manifest["resumed_at"] = manifest.get("resumed_at", []) + [datetime.now(UTC).isoformat()]
+            for key in ("finished_at", "elapsed_s", "units_resumed", "figures"):
+                manifest.pop(key, None)  # set again when this execution finishes
         else:
             manifest = {
                 "experiment": experiment,
@@ -174,6 +420,7 @@ class RunStore:
                 "seed": config.get("seed"),
                 "started_at": datetime.now(UTC).isoformat(),
             }
+        manifest.update(extra or {})
         manifest["environment"] = environment(device)
         if execution is not None:
             manifest["execution"] = execution
@@ -189,14 +436,16 @@ class RunStore:
     def checkpoint_dir(self) -> Path:
         return self.root / "checkpoints"
 
-    def checkpoint(self, unit_id: str) -> FileCheckpoint:
-        return FileCheckpoint(self.checkpoint_dir() / f"{unit_id}.npz")
+    def checkpoint(self, unit_id: str, provenance: str | None = None) -> FileCheckpoint:
+        return FileCheckpoint(self.checkpoint_dir() / f"{unit_id}.npz", provenance)
 
-    def check_unit(self, unit_id: str) -> tuple[list[dict[str, Any]] | None, str | None]:
+    def check_unit(self, unit_id: str, provenance: str | None = None) -> tuple[list[dict[str, Any]] | None, str | None]:
         """``(rows, None)`` for a finished unit, ``(None, None)`` if absent, ``(None, why)`` if unusable.
 
-        Unusable: unreadable, truncated or not JSON, another unit's file, no checksum, or
-        rows whose canonical JSON does not hash to the stored ``sha256`` (edited or corrupt).
+        Unusable: unreadable, truncated or not JSON, another unit's file, no checksum,
+        rows whose canonical JSON does not hash to the stored ``sha256`` (edited or
+        corrupt), or, when ``provenance`` is given, a file without that provenance
+        (produced by another config, tokensde version or unit description).
         """
         path = self.unit_path(unit_id)
         if not path.exists():
@@ -205,7 +454,7 @@ class RunStore:
             payload = json.loads(path.read_bytes())
         except OSError as e:
             return None, f"cannot be read ({e.strerror})"
-        except ValueError:
+        except (ValueError, RecursionError):
             return None, "is truncated or not valid JSON"
         if not isinstance(payload, dict) or payload.get("id") != unit_id or not isinstance(payload.get("rows"), list):
             return None, "does not hold this unit's rows"
@@ -213,17 +462,27 @@ class RunStore:
             return None, "has no checksum"
         if rows_digest(canonical_rows(payload["rows"])) != payload["sha256"]:
             return None, "does not match its checksum"
+        if provenance is not None and payload.get("provenance") != provenance:
+            if "provenance" not in payload:
+                return None, "has no provenance record"
+            return None, "was produced by another config, tokensde version or unit"
         rows: list[dict[str, Any]] = payload["rows"]
         return rows, None
 
-    def load_unit(self, unit_id: str) -> list[dict[str, Any]] | None:
-        """Rows of a finished unit, or ``None`` if absent, truncated, corrupt or edited."""
-        return self.check_unit(unit_id)[0]
+    def load_unit(self, unit_id: str, provenance: str | None = None) -> list[dict[str, Any]] | None:
+        """Rows of a finished unit, or ``None`` if absent, truncated, corrupt, edited or of another provenance."""
+        return self.check_unit(unit_id, provenance)[0]
 
-    def save_unit(self, unit_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Write the unit atomically with the checksum of its rows; returns the rows as they read back."""
+    def save_unit(
+        self, unit_id: str, rows: list[dict[str, Any]], provenance: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Write the unit atomically with the checksum of its rows and its provenance; returns the rows as read back."""
         data = canonical_rows(rows)
-        head = json.dumps({"id": unit_id, "sha256": rows_digest(data)})[:-1]
+        head_obj: dict[str, Any] = {"id": unit_id}
+        if provenance is not None:
+            head_obj["provenance"] = provenance
+        head_obj["sha256"] = rows_digest(data)
+        head = json.dumps(head_obj)[:-1]
         atomic_write(self.unit_path(unit_id), head.encode() + b', "rows": ' + data + b"}")
         self.checkpoint(unit_id).remove()
         return normalize_rows(rows)
