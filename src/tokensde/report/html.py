@@ -89,15 +89,12 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     if traj.exists():
         try:
             with np.load(traj, allow_pickle=False) as z:
-                t = {
-                    "x": np.asarray(z["x"], dtype=float),
-                    "times": np.asarray(z["times"], dtype=float),
-                    "title": str(z["title"]),
-                    "time_label": str(z["time_label"]),
-                }
-            if t["x"].ndim != 3 or len(t["times"]) != len(t["x"]):
+                x = np.asarray(z["x"])
+                times = np.asarray(z["times"], dtype=float)
+                title, time_label = str(z["title"]), str(z["time_label"])
+            if x.ndim != 3 or len(times) != len(x):
                 raise ValueError("shapes do not match")
-            run["trajectory"] = t
+            run["trajectory"] = {"x": x, "times": times, "title": title, "time_label": time_label}
         except Exception as e:  # noqa: BLE001 - truncated zip, missing key, wrong shapes: no viewer
             run["warnings"].append(f"{traj} cannot be read ({type(e).__name__}); the sphere viewer is left out")
     return run
