@@ -49,10 +49,20 @@ __all__ = [
 
 
 def logistic_overlap(u0: np.ndarray | float, tau: np.ndarray | float) -> np.ndarray:
-    r"""Solution of ``du/dtau = u (1 - u)``: ``u_0 e^tau / (1 - u_0 + u_0 e^tau)``."""
+    r"""Solution of ``du/dtau = u (1 - u)``: ``u_0 e^tau / (1 - u_0 + u_0 e^tau)``.
+
+    Evaluated as ``u_0 / (u_0 + (1 - u_0) e^{-tau})`` for ``tau >= 0`` and in the form
+    above for ``tau < 0``, so that ``e^{|tau|}`` is never formed (no overflow at any ``tau``);
+    the fixed points ``u_0 = 0, 1`` are returned as they are.
+    """
     u0 = np.asarray(u0, dtype=float)
-    e = np.exp(np.asarray(tau, dtype=float))
-    return u0 * e / (1.0 - u0 + u0 * e)
+    tau = np.asarray(tau, dtype=float)
+    e = np.exp(-np.abs(tau))  # in (0, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fwd = u0 / (u0 + (1.0 - u0) * e)
+        bwd = u0 * e / (1.0 - u0 + u0 * e)
+    # the fixed points 0 and 1 stay put (the forms above give 0/0 there once e^{-|tau|} underflows)
+    return np.where((u0 == 0.0) | (u0 == 1.0), u0 + 0.0 * tau, np.where(tau >= 0, fwd, bwd))
 
 
 def logistic_exit_plus(u0: np.ndarray | float) -> np.ndarray:
@@ -69,6 +79,8 @@ def logistic_two_point(d: int) -> TwoPointMotion:
         c1=lambda r: k * np.asarray(r, dtype=float),
         dc0=lambda r: np.zeros_like(np.asarray(r, dtype=float)),
         dc1=lambda r: np.full_like(np.asarray(r, dtype=float), k),
+        # mu / (c0 - rho c1) = k rho (rho^2 - 1) / (k (1 - rho^2)) = -rho, exact at every d
+        mu_over_g=lambda r: -np.asarray(r, dtype=float),
     )
 
 

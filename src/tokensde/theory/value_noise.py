@@ -43,8 +43,11 @@ def beta_c(d: int) -> float:
 
 
 def antipodal_attracting(d: int, beta: float) -> bool:
-    """``cosh(2 beta) > d - 2`` (strict): the antipodal configuration attracts."""
-    return math.cosh(2.0 * beta) > d - 2
+    """``cosh(2 beta) > d - 2`` (strict): the antipodal configuration attracts.
+
+    ``cosh(2 beta)`` overflows a float beyond ``beta ~ 355``, where it exceeds any ``d - 2`` a float can hold.
+    """
+    return 2.0 * abs(beta) > 700.0 or math.cosh(2.0 * beta) > d - 2
 
 
 def exponent_collapse(d: int, sigma: float = 1.0) -> float:
@@ -53,16 +56,36 @@ def exponent_collapse(d: int, sigma: float = 1.0) -> float:
 
 
 def exponent_antipodal(d: int, beta: float, sigma: float = 1.0) -> float:
-    """Rate of ``log|x_1 + x_2|`` at the antipode: ``sigma^2 ((d-2) - cosh 2beta) / (2 cosh^2 beta)``."""
-    return sigma**2 * ((d - 2) - math.cosh(2.0 * beta)) / (2.0 * math.cosh(beta) ** 2)
+    """Rate of ``log|x_1 + x_2|`` at the antipode: ``sigma^2 ((d-2) - cosh 2beta) / (2 cosh^2 beta)``.
+
+    Evaluated as ``sigma^2 ((d - 1) sech^2(beta) / 2 - 1)`` (the same number, using
+    ``cosh 2beta = 2 cosh^2 beta - 1``), which does not overflow for large ``beta``.
+    """
+    sech = 0.0 if abs(beta) > 700.0 else 1.0 / math.cosh(beta)
+    return sigma**2 * (0.5 * (d - 1) * sech * sech - 1.0)
+
+
+#: below this ``sigma^2`` the kernel is passed at ``sigma = 1`` with ``scale = sigma^2``
+#: (products such as ``c_0 (1 - rho^2)`` of the scaled kernel would underflow)
+_TINY_S2 = 1e-150
 
 
 def two_point_motion(d: int, beta: float, sigma: float = 1.0) -> TwoPointMotion:
     """The overlap diffusion of two model-A tokens as a generic :class:`TwoPointMotion`.
 
-    Exact derivatives of ``c_0, c_1`` are supplied (``p' = -beta p q``).
+    Exact derivatives of ``c_0, c_1`` are supplied (``p' = -beta p q``), and the
+    closed form ``mu / (c_0 - rho c_1) = (d - 2) sech(beta (1 - rho)) - rho`` of
+    the scale density's rate (exact at every ``d``; see :class:`TwoPointMotion`). The
+    kernel ``c_0, c_1`` includes the factor ``sigma^2``, except for
+    ``sigma^2 < 1e-150`` (down to a ``sigma^2`` that underflows to ``0``): there
+    ``c_0, c_1`` are those of ``sigma = 1`` and the motion's ``scale`` is
+    ``sigma^2``, so that the exit law stays exact and the exponents are
+    ``sigma^2`` times those of ``sigma = 1``.
     """
     s2 = float(sigma) ** 2
+    scale = 1.0
+    if s2 < _TINY_S2:
+        s2, scale = 1.0, s2
     b = float(beta)
 
     def pq(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +114,12 @@ def two_point_motion(d: int, beta: float, sigma: float = 1.0) -> TwoPointMotion:
         S, P, dS, dP = parts(r)
         return s2 * (dP + dS * r + S)
 
-    return TwoPointMotion(d=d, c0=c0, c1=c1, dc0=dc0, dc1=dc1)
+    def mu_over_g(r: np.ndarray) -> np.ndarray:
+        # mu / (c0 - rho c1) = (d - 2) 2pq / (p^2 + q^2) - rho, and 2pq / (p^2 + q^2) = sech(beta (1 - rho))
+        e = np.exp(-b * (1.0 - r))  # beta (1 - rho) >= 0: no overflow
+        return (d - 2) * (2.0 * e / (1.0 + e * e)) - r
+
+    return TwoPointMotion(d=d, c0=c0, c1=c1, dc0=dc0, dc1=dc1, scale=scale, mu_over_g=mu_over_g)
 
 
 def p_antipodal(d: int, beta: float, rho0: float = 0.0) -> float:
