@@ -310,9 +310,7 @@ class PhaseDiagram(Experiment):
         dtype = getattr(torch, cfg.dtype)
         tick = None if progress is None else (lambda active: progress(float(active)))
         dt = cell_dt(cfg, d)
-        sim = simulate_pairs(
-            d, betas, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick, cfg.collapse_tol
-        )
+        sim = simulate_pairs(d, betas, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick, cfg.collapse_tol)
         lo, hi = -1.0 + cfg.eps, 1.0 - cfg.eps
         rows = []
         for i, beta in enumerate(betas):
