@@ -361,7 +361,7 @@ class RunStore:
         """Check, create if needed, lock and (re)write the manifest; yield it; release the lock at the end.
 
         A directory this call created is removed again if the checks made under the lock
-        refuse it (another process got there first), so a refused run leaves nothing behind.
+        refuse it, so a refused run leaves nothing behind.
         """
         self.inspect(experiment, config, force)
         created = not self.root.exists()
@@ -369,19 +369,12 @@ class RunStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UsageError(f"out: cannot create the directory {self.root}: {_why(e)}") from None
-        try:
-            self._acquire()
-        except UsageError:
-            if created:
-                with contextlib.suppress(OSError):
-                    (self.root / LOCK_NAME).unlink()
-                    self.root.rmdir()
-            raise
+        self._acquire()  # refused: the holder's lock file and directory are left to the holder
         try:
             try:
                 manifest = self.start(experiment, config, device, execution, force, extra)
             except UsageError:
-                if created:
+                if created:  # refused under the lock (another process got there first): leave nothing behind
                     with contextlib.suppress(OSError):
                         (self.root / LOCK_NAME).unlink()
                         self.root.rmdir()
