@@ -4,7 +4,7 @@ The parent (``run.py``) calls :func:`run_large`, which starts this file as a scr
 configuration. The child integrates one untimed warm-up step, then ``steps`` timed steps (each timed
 alone, the device synchronised), optionally computes ``tokensde.metrics.summary`` of the final state
 (blocked, no ``n x n`` matrix), and prints one JSON line: seconds per step, the process's peak resident
-memory (``ru_maxrss``, so the peak belongs to this configuration only: imports, simulation and metrics)
+memory (``VmHWM``, its own address space: the peak belongs to this configuration only: imports, simulation and metrics)
 and, on CUDA, ``torch.cuda.max_memory_allocated`` of the timed steps and of the whole process.
 """
 
@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ def child(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT / "src"))
     from tokensde import metrics
     from tokensde.models.value_noise import ValueNoise
+    from tokensde.runtime.memory import peak_rss_bytes
     from tokensde.solvers import simulate
     from tokensde.sphere import uniform
 
@@ -100,8 +100,7 @@ def child(argv: list[str] | None = None) -> int:
         out["metrics"] = {k: float(v[0]) for k, v in s.items()}
     if cuda:
         out["cuda_max_memory_allocated_process"] = int(torch.cuda.max_memory_allocated())
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out["peak_rss_bytes"] = int(rss if sys.platform == "darwin" else rss * 1024)  # KiB on Linux
+    out["peak_rss_bytes"] = peak_rss_bytes()  # VmHWM: ru_maxrss would carry the parent's peak across exec
     print(json.dumps(out))
     return 0
 

@@ -321,7 +321,7 @@ def render_large(rows: list[dict[str, object]], ceilings: dict[str, float], cons
         f"goal: the n = {LARGE_N_GOAL_N} process peaks below {LARGE_N_GOAL_BYTES / 1e9:g} GB"
         f" ({LARGE_N_GOAL_BYTES:.0e} bytes) of RSS;"
         " CUDA MiB = torch.cuda.max_memory_allocated of the process; s/step = median of the timed steps after"
-        " one warm-up step; peak RSS = ru_maxrss of the"
+        " one warm-up step; peak RSS = VmHWM of the"
         " child process (imports, simulation and, unless --quick, tokensde.metrics.summary); % ceiling against the"
         " fp32 2048^2 matmul throughput ("
         + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in ceilings.items())

@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import json
 import os
-import resource
 import sys
 import time
 import tomllib
@@ -411,6 +410,7 @@ def _simulate(args: Any, dev: str, out: Path) -> None:
     from . import metrics
     from .models import ValueNoise
     from .noise import derive_seed
+    from .runtime.memory import peak_rss_bytes
     from .runtime.store import atomic_write
     from .solvers import simulate as run_sim
     from .sphere import uniform
@@ -439,9 +439,8 @@ def _simulate(args: Any, dev: str, out: Path) -> None:
     summary["metrics"] = {k: np.asarray(v, dtype=float).tolist() for k, v in s.items()}
     summary["metrics"]["norm_error_max"] = float((torch.linalg.vector_norm(x, dim=-1) - 1).abs().max())
     summary["metrics_s"] = time.time() - t1
-    # peak resident memory of this process so far (simulation and metrics; ru_maxrss is KiB on Linux)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    summary["peak_rss_bytes"] = int(rss if sys.platform == "darwin" else rss * 1024)
+    # peak resident memory of this process so far (simulation and metrics)
+    summary["peak_rss_bytes"] = peak_rss_bytes()
     if cuda:
         summary["cuda_max_memory_allocated_bytes"] = int(torch.cuda.max_memory_allocated(x.device))
     buf = io.BytesIO()

@@ -203,6 +203,24 @@ def available_bytes(device: str) -> int | None:
 
 
 # --------------------------------------------------------------------------- the check
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process's address space.
+
+    ``VmHWM`` from ``/proc/self/status`` on Linux: ``ru_maxrss`` is kept across ``exec``,
+    so a child started by a large process would report its parent's peak. Elsewhere
+    ``ru_maxrss`` (bytes on macOS, KiB on other systems).
+    """
+    text = _read(Path("/proc/self/status"))
+    for line in (text or "").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
 def check_enabled() -> bool:
     """Whether :func:`check_fits` checks (``TOKENSDE_MEMORY_CHECK`` is not ``0``/``false``/``no``/``off``)."""
     return os.environ.get(MEMORY_CHECK_ENV, "1").strip().lower() not in _DISABLED
