@@ -27,11 +27,15 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _exit(line: str, code: int) -> NoReturn:
+    """``line`` (its line breaks joined by spaces) on stderr, exit status ``code``."""
+    err.print(" ".join(line.splitlines()), markup=False, highlight=False, emoji=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
 def fail(message: str) -> NoReturn:
     """One line on stderr, exit status 2."""
-    line = " ".join(f"error: {message}".splitlines())
-    err.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
-    raise typer.Exit(2)
+    _exit(f"error: {message}", 2)
 
 
 #: a config file is a small TOML document; anything larger is refused before it is parsed
@@ -39,15 +43,6 @@ CONFIG_MAX_BYTES = 1 << 20
 ISSUES_HINT = "this is a bug in tokensde: please report it with the command line and the output of TOKENSDE_DEBUG=1"
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _one_line(message: str) -> str:
-    return " ".join(str(message).split())
-
-
-def _exit(message: str, code: int) -> NoReturn:
-    err.print(_one_line(message), markup=False, highlight=False, emoji=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def guarded(command: F) -> F:
@@ -68,7 +63,7 @@ def guarded(command: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
             raise
         except UsageError as e:
-            _exit(f"error: {e}", 2)
+            fail(str(e))
         except Exception as e:  # noqa: BLE001 - the boundary: one line, never a traceback
             if os.environ.get("TOKENSDE_DEBUG"):
                 raise

@@ -91,6 +91,13 @@ def default_executor(device: str = "cpu", cores: int | None = None, units: int |
     return "local"
 
 
+def local_workers(options: ExecutorOptions, device: str, units: int) -> int:
+    """Processes of the ``local`` executor: ``options.workers`` (default one per core; one on CUDA, where
+    every worker would open its own context on the same device), never more than the units, at least one."""
+    default = 1 if device.startswith("cuda") else cpu_count()
+    return max(1, min(options.workers or default, units))
+
+
 @dataclass(frozen=True)
 class ExecutorOptions:
     """How to run the units: ``kind`` in :data:`EXECUTORS`, ``workers`` (local: processes, default one per core;
@@ -269,9 +276,7 @@ class LocalExecutor(Executor):
     ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         pending = list(units)
         retries = 0
-        # on CUDA every worker would open its own context on the same device: one by default
-        default = 1 if self.device.startswith("cuda") else cpu_count()
-        n = min(self.options.workers or default, max(1, len(units)))
+        n = local_workers(self.options, self.device, len(units))
         while pending:
             pool = self._start(n)
             futures = {

@@ -153,22 +153,19 @@ def _cgroup_dirs(controller: str) -> list[Path]:
 
 def _cgroup_room() -> int | None:
     """The cgroup's limit minus its usage (less the reclaimable page cache), or ``None`` without a limit."""
-    for d in _cgroup_dirs(""):  # v2
-        limit, usage = _read(d / "memory.max"), _read(d / "memory.current")
-        if limit is None or usage is None:
-            continue
-        if not limit.isdigit() or not usage.isdigit() or int(limit) >= _UNLIMITED:
-            return None
-        used = int(usage) - _inactive_file(_read(d / "memory.stat"), "inactive_file")
-        return max(0, int(limit) - max(used, 0))
-    for d in _cgroup_dirs("memory"):  # v1
-        limit, usage = _read(d / "memory.limit_in_bytes"), _read(d / "memory.usage_in_bytes")
-        if limit is None or usage is None:
-            continue
-        if not limit.isdigit() or not usage.isdigit() or int(limit) >= _UNLIMITED:
-            return None
-        used = int(usage) - _inactive_file(_read(d / "memory.stat"), "total_inactive_file")
-        return max(0, int(limit) - max(used, 0))
+    versions = (
+        ("", "memory.max", "memory.current", "inactive_file"),  # v2
+        ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),  # v1
+    )
+    for controller, limit_name, usage_name, cache_key in versions:
+        for d in _cgroup_dirs(controller):
+            limit, usage = _read(d / limit_name), _read(d / usage_name)
+            if limit is None or usage is None:
+                continue
+            if not limit.isdigit() or not usage.isdigit() or int(limit) >= _UNLIMITED:
+                return None
+            used = int(usage) - _inactive_file(_read(d / "memory.stat"), cache_key)
+            return max(0, int(limit) - max(used, 0))
     return None
 
 

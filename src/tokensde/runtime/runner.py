@@ -124,11 +124,10 @@ def run_experiment(
 
 def estimate_workers(options: ExecutorOptions, device: str, units: int) -> int:
     """How many units run at once on this machine under ``options`` (Ray tasks on a cluster count as one)."""
-    from .executors import cpu_count
+    from .executors import cpu_count, local_workers
 
     if options.kind == "local":
-        default = 1 if device.startswith("cuda") else cpu_count()
-        return max(1, min(options.workers or default, units))
+        return local_workers(options, device, units)
     if options.kind == "ray" and options.ray_address is None:
         return max(1, min(options.workers or cpu_count(), units))
     return 1
