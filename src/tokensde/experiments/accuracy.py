@@ -273,7 +273,7 @@ class Accuracy(Experiment):
         are materialised), evaluation (batches of 512), the depth profile (every layer's hidden states of the
         profile examples, their float64 normalised copy and the blocked metrics) and a checkpoint (parameters
         and moments as arrays, the NPZ buffer and its copy)."""
-        from ..runtime.memory import attention_bytes, metrics_bytes
+        from ..sizes import attention_bytes, metrics_bytes
 
         train, test, n, f, k, data = _data_memory(cfg, str(unit["dataset"]))
         w, depth, r, heads = cfg.width, cfg.depth, cfg.mlp_ratio, cfg.heads

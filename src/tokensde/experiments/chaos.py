@@ -248,7 +248,7 @@ class Chaos(Experiment):
         pre-activations and activations, and the attention), or the exact ``W_2`` between the largest ``N`` and
         the reference by network simplex (cost matrix, flow and the solver's arcs: measured 46 to 61 bytes per
         pair of points), whichever is larger."""
-        from ..runtime.memory import attention_bytes, itemsize, mlp_kernel_bytes, stream_bytes, value_noise_step_bytes
+        from ..sizes import attention_bytes, itemsize, mlp_kernel_bytes, stream_bytes, value_noise_step_bytes
 
         item, d, p, big = itemsize(cfg.dtype), cfg.d, cfg.N_ref, max(cfg.N)
         x0 = sum(n * d * item for n in [*cfg.N, p])

@@ -216,8 +216,8 @@ class Convergence(Experiment):
         step the joint kernel of all points and its factor. C-width: the states of every width, the stream of
         the features, biases and normals of a layer (``max(widths) (d + 1) + n d`` per system), the features'
         copy and per width the ``n x m`` activations and the ``n x n`` kernel and factor. C also builds the
-        kernel tables (:func:`~tokensde.runtime.memory.mlp_kernel_bytes`)."""
-        from ..runtime.memory import (
+        kernel tables (:func:`~tokensde.sizes.mlp_kernel_bytes`)."""
+        from ..sizes import (
             attention_bytes,
             mlp_kernel_bytes,
             stream_bytes,

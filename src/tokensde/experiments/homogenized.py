@@ -208,7 +208,7 @@ class Homogenized(Experiment):
         normals, the coarse normals and their sum, one step of the limit), then the Gram matrices of the
         recorded states; ``simplex`` first estimates ``f, g`` (``fg_samples`` heads). ``frozen``/``exit``:
         :func:`simulate` of the pairs. ``tradeoff``: :func:`simplex_fg` for the largest ``n``."""
-        from ..runtime.memory import itemsize, stream_bytes, uniform_bytes
+        from ..sizes import itemsize, stream_bytes, uniform_bytes
 
         part, d, item = unit["part"], int(unit["d"]), itemsize(cfg.dtype)
         if part == "tradeoff":

@@ -236,7 +236,7 @@ def _run_systems_bytes(bsz: int, n: int, d: int, item: int, device: str, noisy: 
     set of the alive systems (three ``(B, n, d)``), the noise stream (``SLAB`` steps of the ``auto`` route's
     normals, ``(d, d)`` or ``(min(n, d), d)`` per system, plus the step's copy and its alive rows) and one
     Euler step; noiseless: barycenters, drift, projection and normalisation."""
-    from ..runtime.memory import attention_bytes, stream_bytes, value_noise_step_bytes
+    from ..sizes import attention_bytes, stream_bytes, value_noise_step_bytes
 
     bnd = bsz * n * d * item
     base = 3 * bnd + 32 * bsz
@@ -352,7 +352,7 @@ class MultiToken(Experiment):
     def unit_memory(self, cfg: MultiTokenConfig, unit: dict[str, Any], device: str) -> int:
         """``runs`` systems of ``n x d``: the float64 draw of ``x0``; the noisy run beside ``x0``; the noiseless
         run beside ``x0`` and the noisy ``T/2`` and ``T`` states; the classification (blocked metrics)."""
-        from ..runtime.memory import itemsize, metrics_bytes, uniform_bytes
+        from ..sizes import itemsize, metrics_bytes, uniform_bytes
 
         n, d, bsz, item = int(unit["n"]), int(unit["d"]), cfg.runs, itemsize(cfg.dtype)
         bnd = bsz * n * d * item

@@ -178,7 +178,7 @@ class NoiseSweep(Experiment):
         """``runs`` systems of ``n x d``: the float64 draw of ``x0``, one run of model A with ``Vbar = I`` beside
         ``x0`` (:func:`~tokensde.experiments.multi_token.run_systems`; no noise stream at ``sigma = 0``), and
         the classification of its ``T/2`` and ``T`` states (blocked metrics)."""
-        from ..runtime.memory import itemsize, metrics_bytes, uniform_bytes
+        from ..sizes import itemsize, metrics_bytes, uniform_bytes
         from .multi_token import _run_systems_bytes
 
         s = unit["setting"]

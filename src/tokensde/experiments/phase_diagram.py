@@ -294,7 +294,7 @@ class PhaseDiagram(Experiment):
         (2 x 16 S) and their working sets (2 S); one fused step on all of them (about 12 S and some 48 per-pair
         scalars: measured 16 S at ``d = 3``); per pair the results, ``beta``, ``horizon``, the alive indices and
         the stream's block index. Upper: assumes some pairs have left (about 2.5 times the peak when none has)."""
-        from ..runtime.memory import itemsize
+        from ..sizes import itemsize
 
         item = itemsize(cfg.dtype)
         pairs = len(unit["beta"]) * cfg.runs

@@ -184,7 +184,7 @@ class Probe(Experiment):
         maps), the matching of ``beta`` (``n x n`` float64 scores), or the matched SDE (float64 noise stream of
         the ``auto`` route, Euler steps) with the per-layer metrics and the pooled pairwise cosines of the
         network and the SDE (copies, quantiles, histogram and Wasserstein distance)."""
-        from ..runtime.memory import metrics_bytes, stream_bytes, value_noise_step_bytes
+        from ..sizes import metrics_bytes, stream_bytes, value_noise_step_bytes
 
         arch, d = str(unit["architecture"]), int(unit["hidden"])
         L, n, bsz, heads = cfg.layers, cfg.n, cfg.sequences, cfg.heads

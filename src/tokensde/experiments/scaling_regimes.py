@@ -150,7 +150,7 @@ class ScalingRegimes(Experiment):
         attention scores ``n x n``, barycenters and their images) beside ``x0``; then the stack beside ``x0``
         and both ODE results, with its layer normals (``d^2`` per system, shared attention) and, in the
         diffusive series, the ``eta / dt_ref`` fine steps' normals of a layer held at once and the limit's step."""
-        from ..runtime.memory import itemsize, uniform_bytes
+        from ..sizes import itemsize, uniform_bytes
 
         item = itemsize(cfg.dtype)
         bsz, n, d = cfg.systems, cfg.n, cfg.d

@@ -144,7 +144,7 @@ class SolverOrder(Experiment):
         case's normals: ``d x d`` for A and B, ``n x d`` for C) with the step's copy and a level's scaled sum,
         and one step of the case's scheme (Heun: two evaluations of the Stratonovich coefficients with the
         closed-form correction's ``n x n`` arrays)."""
-        from ..runtime.memory import (
+        from ..sizes import (
             mlp_kernel_bytes,
             mlp_step_bytes,
             stream_bytes,

@@ -357,8 +357,8 @@ class Synchronization(Experiment):
         state, the recorded states as a list, stacked and concatenated, one step of the exact route) and the
         metrics of the recorded states. ``exponent``: the pairs and their coarse copy, the noise stream with
         the two steps' normals kept for the coarse step, the closed-form two-token step. Each model-C unit
-        also builds its kernel tables (:func:`~tokensde.runtime.memory.mlp_kernel_bytes`)."""
-        from ..runtime.memory import metrics_bytes, mlp_kernel_bytes, mlp_step_bytes, stream_bytes, uniform_bytes
+        also builds its kernel tables (:func:`~tokensde.sizes.mlp_kernel_bytes`)."""
+        from ..sizes import metrics_bytes, mlp_kernel_bytes, mlp_step_bytes, stream_bytes, uniform_bytes
 
         part = unit["part"]
         if part == "table":
