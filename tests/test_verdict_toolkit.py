@@ -31,9 +31,9 @@ def _binomial_family(bias: float, seed: int, cells: int = 9, n: int = 2000):
 
 
 def test_pooled_sees_a_four_percent_bias_that_cells_do_not():
-    """The issue's case: 9 cells of 2000 runs, 4% fewer successes than the theory in every cell. Per-cell
-    family-wise bands (z = 3.26) miss it about half the time; the pooled z (expected -0.04 * sum(n p) / sqrt(sum n p (1 - p)) = -5.4)
-    fails at the family-wise level. Without the bias the pooled check passes on these seeds."""
+    """9 cells of 2000 runs, 4% fewer successes than the theory in every cell. Per-cell family-wise bands
+    (z = 3.26) miss it about half the time; the pooled z (expected -0.04 sum(n p) / sqrt(sum n p (1 - p)) = -5.4)
+    fails at the family-wise level; without the bias the pooled check raises false alarms at its level."""
     fails = cell_fails = false_alarms = 0
     for seed in range(10):
         k, n, p = _binomial_family(-0.04, seed)

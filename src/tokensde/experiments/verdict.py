@@ -158,7 +158,7 @@ def binomial_cells(
     _, high = wilson(k + (0.0 if extra_high is None else np.asarray(extra_high, dtype=float)), n, zf)
     inside = (p >= low) & (p <= high)
     bad = [
-        f"{labels[i]}: mc {k[i] / n[i]:.4f} [{low[i]:.4f}, {high[i]:.4f}], theory {p[i]:.4f}"
+        f"{labels[int(i)]}: mc {k[i] / n[i]:.4f} [{low[i]:.4f}, {high[i]:.4f}], theory {p[i]:.4f}"
         for i in np.flatnonzero(~inside)
     ]
     detail = f"{int(inside.sum())}/{m} cells inside their family-wise {level:g} Wilson band (z = {zf:.3f})"
