@@ -41,16 +41,16 @@ by more than any sensible tolerance (``d = 3``: ``-1/2`` against ``-1``); for
 slopes ``-0.49`` (d = 5), ``-0.40`` (d = 6), ``-0.30`` (d = 8), the sphere
 rates ``-1/2``, ``-2/5``, ``-2/7``, not ``r_d``.
 
-Verdict, per model (one-sided where the theorem is one-sided):
+Verdict, per model (one-sided where the theorem is one-sided; :mod:`.verdict`):
 
 1. **rate no worse than the theorem**: the weighted log-log slope ``s_T`` of
    ``E W_2^2`` vs ``N`` at time ``T`` (common noise; :func:`tokensde.stats.loglog_slope`
-   weighted by the standard errors) satisfies ``s_T <= e_d + tol`` with ``e_d``
+   weighted by the standard errors) satisfies ``s_T <= e_d + max(tol, z se_T)`` with ``e_d``
    the exponent of ``r_d`` (for ``d = 4`` the local slope of
    ``N^{-1/2} log(1 + N)`` over the ``N`` range). A faster rate is allowed:
    the theorem is an upper bound.
-2. **the dynamics do not degrade the sampling rate**: ``s_T <= s_0 + tol``
-   with ``s_0`` the slope at ``t = 0``. Propagation of chaos with a Lipschitz
+2. **the dynamics do not degrade the sampling rate**: ``s_T - s_0 <= max(tol, z se)``
+   with ``s_0`` the slope at ``t = 0`` and ``se = sqrt(se_T^2 + se_0^2)``. Propagation of chaos with a Lipschitz
    dependence on the initial measure transports the sampling error; a steeper
    slope at ``T`` is allowed and does happen when the dynamics concentrate the
    law (clusters: mass mismatches between clusters decay like ``N^{-1/2}``).
@@ -60,6 +60,16 @@ Verdict, per model (one-sided where the theorem is one-sided):
    sampling error: at the largest ``N`` it is at least ``control_factor`` times
    the common-noise distance, and its slope is above ``-control_max_decay``
    (default 0.25: between 0 and the sampling exponents ``-0.33``, ``-0.4``).
+
+In 1 and 2, ``tol`` is the model part of the tolerance (pre-asymptotic curvature,
+the reference system's own sampling error) and ``z`` the two-sided Bonferroni
+quantile at ``level`` over the ``2 x models`` slopes checked
+(:func:`~tokensde.experiments.verdict.slope_within`); both parts are reported.
+The rate checks are loose: a common noise that is not common (every ``N`` its
+own noise, so that the distance does not converge) gives ``s_T`` between
+``-0.27`` and ``-0.12`` (the sampling part of the distance still shrinks),
+which always passes 1 and mostly 2; check 3 is the one that sees it (ratio
+about 1 instead of 2.3 to 2.8).
 
 All slopes (with standard errors), ``e_d`` and the sphere exponent
 ``-2/(d-1)`` are reported in the checks. The N'-system's own sampling error
@@ -85,6 +95,7 @@ per step, attention ``Q^T K = I``, ``V = I`` (attractive).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -99,6 +110,7 @@ from ..solvers import simulate
 from ..sphere import uniform
 from ..stats import loglog_slope
 from .base import Experiment, ExperimentConfig, Progress, recorded
+from .verdict import check, slope_within, verdict
 
 __all__ = ["Chaos", "ChaosConfig", "w2_squared", "rate", "rate_exponent", "build_model"]
 
@@ -160,6 +172,9 @@ class ChaosConfig(ExperimentConfig):
     activation: ActName = Field(default="relu", description="model C activation: relu, tanh, silu, sigmoid or gelu")
     features: int = Field(default=64, ge=1, le=4096, description="model C random features per step, in [1, 4096]")
     tol: float = Field(default=0.25, gt=0.0, le=1.0, description="slope tolerance, in (0, 1]")
+    level: float = Field(
+        default=0.99, gt=0.5, lt=1.0, description="family-wise confidence level of the slope checks, in (0.5, 1)"
+    )
     control_factor: float = Field(
         default=3.0, ge=1.0, le=100.0, description="independent / common distance at the largest N, in [1, 100]"
     )
@@ -330,45 +345,69 @@ class Chaos(Experiment):
         sl = self.slopes(table)
         e_d = rate_exponent(cfg.d, cfg.N)
         sphere = -2.0 / (cfg.d - 1) if cfg.d >= 4 else -1.0
+        models = [m for m in cfg.models if (m, "common") in sl]
+        n_slopes = 2 * len(models)  # two slope checks per model share the family-wise level
         checks = []
-        for m in cfg.models:
-            if (m, "common") not in sl:
-                continue
+        for m in models:
             s_t, se_t = sl[(m, "common")]
             s_0, se_0 = sl[(m, "t0")]
             s_i, se_i = sl[(m, "independent")]
             head = f"{_describe(cfg, m)}, d = {cfg.d}, N' = {cfg.N_ref}, T = {cfg.T:g}"
-            checks.append(
-                {
-                    "name": f"model {m}: rate at T no worse than r_d(N)",
-                    "passed": bool(s_t <= e_d + cfg.tol),
-                    "detail": f"{head}: slope at T (common noise) {s_t:.3f} ± {se_t:.3f} <= r_d exponent "
-                    f"{e_d:.3f} + tol {cfg.tol} (sphere S^{cfg.d - 1} i.i.d. exponent {sphere:.3f})",
-                }
+            c = slope_within(
+                f"model {m}: rate at T no worse than r_d(N)",
+                s_t,
+                se_t,
+                e_d,
+                model_tol=cfg.tol,
+                level=cfg.level,
+                m=n_slopes,
+                side="upper",
+                what="slope at T (common noise)",
             )
             checks.append(
-                {
-                    "name": f"model {m}: the dynamics do not degrade the i.i.d. sampling rate",
-                    "passed": bool(s_t <= s_0 + cfg.tol),
-                    "detail": f"slope at T {s_t:.3f} ± {se_t:.3f} <= slope at t = 0 {s_0:.3f} ± {se_0:.3f} "
-                    f"+ tol {cfg.tol}",
-                }
+                replace(
+                    c,
+                    detail=f"{head}: {c.detail}; expected = r_d exponent (an upper bound: a faster rate passes; "
+                    f"sphere S^{cfg.d - 1} i.i.d. exponent {sphere:.3f})",
+                )
+            )
+            # the difference of two slopes, their standard errors combined as if independent (the t = 0 and
+            # T distances share the initial draws; a positive correlation, the likely one, makes this an overstatement)
+            c = slope_within(
+                f"model {m}: the dynamics do not degrade the i.i.d. sampling rate",
+                s_t - s_0,
+                math.hypot(se_t, se_0),
+                0.0,
+                model_tol=cfg.tol,
+                level=cfg.level,
+                m=n_slopes,
+                side="upper",
+                what="slope at T minus slope at t = 0",
+            )
+            checks.append(
+                replace(
+                    c,
+                    detail=f"{c.detail} (slope at T {s_t:.3f} ± {se_t:.3f}, at t = 0 {s_0:.3f} ± {se_0:.3f})",
+                    values={**c.values, "slope_T": s_t, "se_T": se_t, "slope_0": s_0, "se_0": se_0},
+                )
             )
             big = max(cfg.N)
             sub = table[(table["model"] == m) & (table["N"] == big)].set_index("statistic")
-            ratio = float(sub.loc["independent", "mean"] / sub.loc["common", "mean"])
-            ok = ratio >= cfg.control_factor and s_i >= -cfg.control_max_decay
+            ind, com = float(sub.loc["independent", "mean"]), float(sub.loc["common", "mean"])
+            ratio = ind / com
             checks.append(
-                {
-                    "name": f"model {m}: independent noise control does not converge",
-                    "passed": bool(ok),
-                    "detail": f"at N = {big}: E W2^2 independent {sub.loc['independent', 'mean']:.4f} vs common "
-                    f"{sub.loc['common', 'mean']:.4f} (ratio {ratio:.2f} >= {cfg.control_factor}); control slope "
-                    f"{s_i:.3f} ± {se_i:.3f} >= -{cfg.control_max_decay} (common noise {s_t:.3f}, "
-                    f"t = 0 {s_0:.3f})",
-                }
+                check(
+                    f"model {m}: independent noise control does not converge",
+                    ratio >= cfg.control_factor and s_i >= -cfg.control_max_decay,
+                    f"at N = {big}: E W2^2 independent {ind:.4f} vs common {com:.4f} (ratio {ratio:.2f} >= "
+                    f"{cfg.control_factor}); control slope {s_i:.3f} ± {se_i:.3f} >= -{cfg.control_max_decay} "
+                    f"(common noise {s_t:.3f}, t = 0 {s_0:.3f})",
+                    {"ratio": ratio, "independent": ind, "common": com, "slope": s_i, "se": se_i},
+                    cfg.control_factor,
+                    "stated separation: control_factor (ratio at the largest N) and control_max_decay (slope)",
+                )
             )
-        return {"verdict": "PASS" if checks and all(c["passed"] for c in checks) else "FAIL", "checks": checks}
+        return verdict(checks)
 
     # ----------------------------------------------------------------- figures
     def trajectory(self, cfg: ChaosConfig, device: str = "cpu") -> dict[str, Any]:

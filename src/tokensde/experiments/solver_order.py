@@ -24,10 +24,27 @@ Gaussian-field route, attention ``V = c I``) with Euler. The noise of all
 these is non-commutative, so both schemes have strong order 1/2 (the most a
 scheme using only the increments can have: Clark–Cameron) and weak order 1.
 
-Verdict: for every case the log-log slopes of ``e_s`` and ``|e_w|`` against
-``h`` (the latter weighted by the standard errors) are within ``tol`` of the
-scheme's declared orders. The reference's own error biases the measured
+Verdict (:mod:`.verdict`): for every case the log-log slopes of ``e_s`` and
+``|e_w|`` against ``h`` (the former's standard error from the fit's residuals,
+the latter weighted by the standard errors of the points) are within
+``max(tol, z se)`` of the scheme's declared orders: ``tol`` the model part
+(pre-asymptotic terms), ``z`` the two-sided Bonferroni quantile at ``level`` over
+the ``2 x cases`` slopes. The reference's own error biases the measured
 errors at the finest steps; keep ``ref_steps >= 4 max(steps)``.
+
+What it can and cannot see: every case is measured against a fine run of the
+*same* scheme, so the check is about the rate at which a scheme converges, not
+about which equation it converges to. A broken coupling of the coarse steps to
+the path (the increment of a coarse step built as the mean ``sum / r`` of the
+fine normals instead of ``sum / sqrt(r)``) gives slopes near 0.2 (strong) and
+0.12 (weak) and fails every check; a consistent scheme of another equation
+keeps orders 1/2 and 1 against itself and passes (the stochastic Heun scheme
+without its Itô–Stratonovich correction: slopes 0.548 and 0.948 at 4096
+systems, the same as with it). Those are checked elsewhere (tests/test_heun.py:
+the Heun drift against Euler's, and the Heun strong order against an Euler
+reference on the same path). With few systems the weak slopes of A-euler and
+C-euler are noisy (``se`` 0.2 to 0.7 at 4096 systems: their weak-error constant
+for ``phi`` is small) and their tolerance is then the statistical part, 0.5 to 2.
 """
 
 from __future__ import annotations
@@ -48,6 +65,7 @@ from ..solvers import SOLVERS, Level, simulate_levels
 from ..sphere import uniform
 from ..stats import loglog_slope
 from .base import Experiment, ExperimentConfig, Progress, recorded
+from .verdict import slope_within, verdict
 
 __all__ = ["SolverOrder", "SolverOrderConfig", "CASES"]
 
@@ -78,6 +96,9 @@ class SolverOrderConfig(ExperimentConfig):
     )
     c: float = Field(default=1.0, ge=-1.0, le=1.0, description="model C: value scale V = c I, in [-1, 1]")
     tol: float = Field(default=0.25, gt=0.0, le=1.0, description="allowed |slope - declared order|, in (0, 1]")
+    level: float = Field(
+        default=0.99, gt=0.5, lt=1.0, description="family-wise confidence level of the slope checks, in (0.5, 1)"
+    )
     seed: int = Field(default=0, ge=0, le=2**63 - 1, description="base seed, in [0, 2^63)")
 
     @field_validator("cases")
@@ -233,20 +254,26 @@ class SolverOrder(Experiment):
         return out
 
     def verdict(self, cfg: SolverOrderConfig, table: pd.DataFrame) -> dict[str, Any]:
+        fits = self.slopes(table)
+        n_slopes = 2 * len(fits)  # strong and weak per case share the family-wise level
         checks = []
-        for case, sl in self.slopes(table).items():
+        for case, sl in fits.items():
             sub = table[table["case"] == case]
             for kind in ("strong", "weak"):
                 slope, se = sl[kind]
-                declared = float(sub[f"{kind}_order"].iloc[0])
                 checks.append(
-                    {
-                        "name": f"{case}: {kind} order",
-                        "passed": bool(abs(slope - declared) <= cfg.tol),
-                        "detail": f"fitted slope {slope:.3f} ± {se:.3f} (declared {declared:g}, tolerance {cfg.tol})",
-                    }
+                    slope_within(
+                        f"{case}: {kind} order",
+                        slope,
+                        se,
+                        float(sub[f"{kind}_order"].iloc[0]),
+                        model_tol=cfg.tol,
+                        level=cfg.level,
+                        m=n_slopes,
+                        what=f"fitted {kind}-error slope in h (declared order)",
+                    )
                 )
-        return {"verdict": "PASS" if all(c["passed"] for c in checks) else "FAIL", "checks": checks}
+        return verdict(checks)
 
     def trajectory(self, cfg: SolverOrderConfig, device: str = "cpu") -> dict[str, Any]:
         """Model A's limit with the Heun scheme at the finest coarse step."""
