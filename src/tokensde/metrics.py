@@ -1,6 +1,6 @@
 r"""Metrics of token configurations: clusters, antipodal pairs, energy, rank.
 
-Definitions (MODELS.md), with their parameters:
+Definitions (docs/models.md), with their parameters:
 
 * clusters: connected components of the graph ``<x_i, x_j> > 1 - eps``
   (``eps = 1e-2``);

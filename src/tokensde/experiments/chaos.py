@@ -27,7 +27,7 @@ Fokker–Planck equation), so
 ``|x - y|^2`` is computed exactly by network simplex (POT: ``ot.emd2``).
 Expectations are means over replicates with their standard errors.
 
-Theory. MODELS.md (model C): ``E sup_t W_2^2(mu^N_t, mu_t) <= c r_d(N)`` with
+Theory. docs/models.md (model C): ``E sup_t W_2^2(mu^N_t, mu_t) <= c r_d(N)`` with
 ``r_d(N) = N^{-1/2}`` (``d < 4``), ``N^{-1/2} log(1 + N)`` (``d = 4``),
 ``N^{-2/d}`` (``d > 4``), ``d`` the dimension of the ambient space ``R^d``. This
 is a Fournier–Guillin type **upper bound** for measures in ``R^d``; the tokens
@@ -120,7 +120,7 @@ ActName = Literal["relu", "tanh", "silu", "sigmoid", "gelu"]
 
 
 def rate(d: int, n: np.ndarray | float) -> np.ndarray:
-    """``r_d(N)`` of MODELS.md: ``N^{-1/2}`` (d < 4), ``N^{-1/2} log(1 + N)`` (d = 4), ``N^{-2/d}`` (d > 4)."""
+    """``r_d(N)`` of docs/models.md: ``N^{-1/2}`` (d < 4), ``N^{-1/2} log(1 + N)`` (d = 4), ``N^{-2/d}`` (d > 4)."""
     n = np.asarray(n, dtype=float)
     if d < 4:
         return n**-0.5

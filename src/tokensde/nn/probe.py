@@ -41,7 +41,7 @@ antipodal *pairs* ``<u_i, u_j> < -1 + eps``.
 
 The matched SDE (a modelling choice)
 ------------------------------------
-The prediction is the limit of model A (MODELS.md) with ``Vbar = 0``, ``sigma = 1``,
+The prediction is the limit of model A (docs/models.md) with ``Vbar = 0``, ``sigma = 1``,
 ``A = I``, in dimension ``d = hidden`` with ``n`` tokens:
 
 .. math::

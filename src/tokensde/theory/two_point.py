@@ -1,6 +1,6 @@
 r"""The generic two-point motion on the sphere.
 
-For two tokens driven by equation (*) of MODELS.md with a symmetric kernel
+For two tokens driven by equation (*) of docs/models.md with a symmetric kernel
 ``C_11 = C_22 = c_0(rho)``, ``C_12 = c_1(rho)`` and an attention drift that adds
 ``b_att(rho)`` to the overlap, the overlap ``rho = <x_1, x_2>`` is the
 one-dimensional Itô diffusion
@@ -26,7 +26,7 @@ linearly and ``s^2`` quadratically:
 
 The almost-sure rate of ``log(1 - rho)`` is ``mu'(1) - 2 D_+`` and that of
 ``log(1 + rho)`` is ``mu'(-1) - 2 D_-``; the chordal distances
-``|x_1 -+ x_2| = sqrt(2 (1 -+ rho))`` have half these rates (MODELS.md's
+``|x_1 -+ x_2| = sqrt(2 (1 -+ rho))`` have half these rates (docs/models.md's
 convention). The scale density ``s'(r) = exp(-int_0^r 2 mu / s^2)`` behaves as
 ``(1 - r)^{alpha_+} (1 + r)^{-alpha_-}`` with
 ``alpha_+ = -mu'(1) / (2 D_+)`` and ``alpha_- = mu'(-1) / (2 D_-)``.

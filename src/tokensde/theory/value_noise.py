@@ -2,7 +2,7 @@ r"""Model A (random value matrices): closed forms for two tokens.
 
 With ``A = I``, ``Vbar = 0`` and noise scale ``sigma``, two tokens at overlap
 ``rho`` attend to themselves with weight ``p = 1 / (1 + exp(-beta (1 - rho)))``
-and to each other with ``q = 1 - p``; the kernel of MODELS.md is
+and to each other with ``q = 1 - p``; the kernel of docs/models.md is
 
 .. math::
 
