@@ -256,7 +256,8 @@ def _multi_token(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
 def _noise_sweep(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
     go = _go()
     fig = go.Figure()
-    for k, s in t.groupby("setting", sort=False):
+    sweep = t[t["kind"] == "sweep"] if "kind" in t else t  # the two-token exit-law cells: the static figure's panel
+    for k, s in sweep.groupby("setting", sort=False):
         s = s.sort_values("sigma")
         name = f"{k} (trend p = {s['trend_p'].iloc[0]:.2g}, sigma_c = {s['sigma_c'].iloc[0]:.3f})"
         fig.add_trace(go.Scatter(x=s["sigma"], y=s["p_antipodal"], mode="lines+markers", name=name,
