@@ -10,7 +10,7 @@ from tokensde.theory import value_noise as A
 
 
 def mp_reference(d: int, beta: float, rho0: float) -> float:
-    """P(rho -> -1) from MODELS.md's scale density, in 30-digit arithmetic.
+    """P(rho -> -1) from docs/models.md's scale density, in 30-digit arithmetic.
 
     The left endpoint's algebraic singularity (1+r)^(-alpha_-) is split off
     analytically: int (1+r)^(-a) G = int (1+r)^(-a) (G - G(-1)) + G(-1) int (1+r)^(-a).
@@ -124,7 +124,7 @@ def test_bad_rho0_rejected():
 
 # ---------------------------------------------------------------------------- large d
 def mp_reference_marched(d: int, beta: float, rho0: float, dps: int = 30) -> mp.mpf:
-    """P(rho -> -1) from MODELS.md's scale density, in ``dps``-digit arithmetic, for any d.
+    """P(rho -> -1) from docs/models.md's scale density, in ``dps``-digit arithmetic, for any d.
 
     ``log s'`` is marched from ``a = min(-1/2, rho0)`` towards 1 in steps over which it changes by
     at most ~2 (steps also below (1 - r)/4 and where ``(log s')''`` is large), each step a 96-point

@@ -6,7 +6,11 @@ Four parts, each a set of independent units with their own seeds:
     ``lambda_bar'`` (at ``beta``) over activations x ``d`` x bias
     (``sigma_U = sigma_W``), from :mod:`tokensde.theory.synchronization`; each
     row also carries the collapse exponent of the generic two-point motion,
-    which must equal ``lambda_1``.
+    which must equal ``lambda_1``, and ``kappa'(1)`` without ``phi'``
+    (:func:`kappa_prime_free`), which must equal Price's ``E[phi'(z)^2] / d``
+    (also for the settings of (c) and (d)): the Monte Carlo below uses the
+    theory's kernel, whose slope at collapse comes from ``phi'``, so it cannot
+    see an error in the derivative.
 
 (b) **MLP-only clustering on** ``S^3`` (``d = 4``, attention off, no biases):
     ``n`` uniform tokens follow the limit SDE (exact noise route). ReLU: the
@@ -33,11 +37,14 @@ Four parts, each a set of independent units with their own seeds:
     direction, the log of the factor being added to an offset. The per-pair
     slope ``(log r(T) + offset - log r(0)) / T`` has mean ``lambda_1`` (up to
     ``O(r_hi)`` nonlinear and ``O(dt)`` discretisation effects) and standard
-    deviation ``sqrt(D / T)``; the check is ``lambda_1`` inside
-    ``mean +- z se`` (Bonferroni over settings). Discretisation: a coarse run
-    with step ``2 dt`` driven by the same Brownian path (pairs of increments
-    summed) estimates the bias of the ``dt`` run, which must be below the
-    statistical resolution ``z se``.
+    deviation ``sqrt(D / T)``. Discretisation: a coarse run with step ``2 dt``
+    driven by the same Brownian path (pairs of increments summed); the
+    Richardson slope ``2 slope(dt) - slope(2 dt)`` per pair removes the
+    ``O(dt)`` bias (up to 0.5 % of ``lambda_1`` at the defaults), its standard
+    error from these paired values. Checks: each setting's Richardson mean
+    within ``max(|lambda_1| r_hi, z se)`` of ``lambda_1`` (Bonferroni over the
+    settings), all settings pooled in units of ``|lambda_1|`` (a common
+    relative bias of 1.3 % shows at the defaults), and the step bias below ``z se``.
 
 (d) **energy decay**: ``E[E_beta(t)]`` (:func:`tokensde.metrics.interaction_energy`)
     under attractive, off and repulsive attention (``V = c I``, ``c = 1, 0, -1``;
@@ -58,6 +65,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -74,8 +82,9 @@ from ..sphere import normalize, tangent_project, uniform
 from ..stats import bonferroni_z, wilson, z_for
 from ..theory import synchronization as theory_c
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
+from .verdict import Check, at_least, at_most, binomial_cells, check, pooled_z, slope_within, verdict
 
-__all__ = ["Synchronization", "SynchronizationConfig", "Setting", "distance_exponent"]
+__all__ = ["Synchronization", "SynchronizationConfig", "Setting", "distance_exponent", "kappa_prime_free"]
 
 ActName = Literal["relu", "tanh", "silu", "sigmoid", "gelu"]
 
@@ -273,6 +282,24 @@ def distance_exponent(
     }
 
 
+PRICE_DELTA = 1e-10
+PRICE_TOL = 1e-5
+
+
+def kappa_prime_free(k: theory_c.Kernel) -> float:
+    r"""``kappa'(1)`` without ``phi'``: ``gap(delta) / delta`` at ``delta = PRICE_DELTA``.
+
+    ``gap(delta) = kappa(1) - kappa(1 - delta) = E[(phi(z_1) - phi(z_2))^2] / 2`` is
+    its own quadrature of ``phi`` alone, so this is independent of the activation's
+    derivative, which Price's theorem ``kappa'(1) = E[phi'(z)^2] / d`` (the theory's
+    ``kappa'`` and ``lambda_1``) and the model's tabulated kernel near collapse
+    (the slopes of its Hermite interpolant) both use. Truncation: ``O(delta)``
+    relative for smooth activations (below ``3e-10`` for the named ones), ``O(sqrt(delta))``
+    for ReLU (``3e-6``); rounding ``~1e-16 / sqrt(delta)``.
+    """
+    return float(k.gap(np.array([PRICE_DELTA]))[0]) / PRICE_DELTA
+
+
 # --------------------------------------------------------------------- part (b)
 def split_law(n: int) -> np.ndarray:
     r"""``P(smaller cluster has k tokens)``, ``k = 0..n//2``, for uniform sign patterns modulo the global sign."""
@@ -410,6 +437,7 @@ class Synchronization(Experiment):
                             "beta": cfg.beta,
                             **dataclasses.asdict(theory_c.constants(act, d, b, b, cfg.beta)),
                             "exponent_two_point": theory_c.two_point_motion(d, act, b, b).exponent_collapse,
+                            "kappa_prime_1_gap": kappa_prime_free(theory_c.kernel(act, d, b, b)),
                             "odd": theory_c.is_odd(act, b, b),
                             "gh_order": theory_c.kernel(act, d, b, b).order,
                         }
@@ -490,6 +518,7 @@ class Synchronization(Experiment):
             progress=None if progress is None else (lambda a: progress(2.0 * a)),
         )
         slope, coarse = sim["slope"], sim["slope_coarse"]
+        rich = 2.0 * slope - coarse
         n = len(slope)
         base = {"activation": s.activation, "d": s.d, "sigma_u": s.sigma_u, "sigma_w": s.sigma_w, "setting": s.key()}
         rows: list[dict[str, Any]] = [
@@ -507,6 +536,11 @@ class Synchronization(Experiment):
                 "estimate_coarse": float(coarse.mean()),
                 "step_bias": float((slope - coarse).mean()),
                 "step_bias_se": float((slope - coarse).std(ddof=1) / math.sqrt(n)),
+                # Richardson: Euler's O(dt) bias removed, standard error from the paired per-pair values
+                "estimate_richardson": float(rich.mean()),
+                "se_richardson": float(rich.std(ddof=1) / math.sqrt(n)),
+                "kappa_prime_1": k.kappa_prime_1,
+                "kappa_prime_1_gap": kappa_prime_free(k),
             }
         ]
         for t, m, se in zip(sim["times"], sim["mean_log_distance"], sim["se_log_distance"], strict=True):
@@ -537,6 +571,7 @@ class Synchronization(Experiment):
         )
         assert res.traj is not None
         rate = theory_c.lambda_bar_prime(s.activation, s.d, s.sigma_u, s.sigma_w, beta)
+        kern = theory_c.kernel(s.activation, s.d, s.sigma_u, s.sigma_w)
         e0 = metrics.interaction_energy(res.traj[0], beta).cpu().double().numpy()
         rows = []
         for t, x in zip(res.times, res.traj, strict=True):
@@ -562,6 +597,8 @@ class Synchronization(Experiment):
                     "excess_se": float(diff.std(ddof=1) / math.sqrt(runs)),
                     "lambda_bar_prime": rate,
                     "lambda_bar": theory_c.lambda_bar(s.activation, s.d, s.sigma_u, s.sigma_w),
+                    "kappa_prime_1": kern.kappa_prime_1,
+                    "kappa_prime_1_gap": kappa_prime_free(kern),
                 }
             )
         return rows
@@ -591,78 +628,179 @@ class Synchronization(Experiment):
         return t
 
     def verdict(self, cfg: SynchronizationConfig, table: pd.DataFrame) -> dict[str, Any]:
-        checks = []
+        """Checks (every one from :mod:`tokensde.experiments.verdict`), part by part.
+
+        (a) the generic two-point collapse exponent equals ``lambda_1`` and
+        ``lambda_bar' >= lambda_bar`` (rounding); Price's theorem for every
+        kernel used (table, exponent and energy settings): ``kappa'(1)`` from
+        ``phi'`` equals ``gap(delta)/delta`` from ``phi`` alone
+        (:func:`kappa_prime_free`), since nothing else sees a wrong derivative.
+        (b) per activation: the fraction in the predicted state in its Wilson
+        band (undecided systems widen the upper side), few undecided, the
+        cluster point isotropic (ReLU), the split sizes (tanh, chi-square).
+        (c) the Richardson exponent of every setting within ``max(|lambda_1| r_hi,
+        z se)`` of ``lambda_1`` (Bonferroni over the settings), all settings pooled
+        in units of ``|lambda_1|``, and the step bias below the resolution.
+        (d) the energy bound at every recorded time for ``c = 1``.
+        """
+        checks: list[Check] = []
         tab = table[table["part"] == "table"]
-        rel = (tab["exponent_two_point"] - tab["lambda_1"]).abs() / tab["lambda_1"].abs()
-        checks.append(
-            {
-                "name": "(a) table: generic two-point collapse exponent equals lambda_1; lambda_bar' >= lambda_bar",
-                "passed": bool((rel <= 1e-9).all() and (tab["lambda_bar_prime"] >= tab["lambda_bar"] - 1e-9).all()),
-                "detail": f"{len(tab)} rows; max relative difference {rel.max():.1e}; "
-                f"lambda_bar < 0 in {int((tab['lambda_bar'] < 0).sum())} rows, "
-                f"lambda_bar' < 0 in {int((tab['lambda_bar_prime'] < 0).sum())} rows (beta = {cfg.beta})",
-            }
-        )
+        if not tab.empty:
+            rel = float(((tab["exponent_two_point"] - tab["lambda_1"]).abs() / tab["lambda_1"].abs()).max())
+            checks.append(
+                at_most(
+                    "(a) table: generic two-point collapse exponent equals lambda_1",
+                    rel,
+                    1e-9,
+                    f"max relative difference over {len(tab)} rows",
+                    "the same constants by two routes: rounding",
+                    ".1e",
+                )
+            )
+            gap = float((tab["lambda_bar_prime"] - tab["lambda_bar"]).min())
+            c = at_least(
+                "(a) table: lambda_bar' >= lambda_bar (inf F <= F(1) = -lambda_bar)",
+                gap,
+                -1e-9,
+                "min of lambda_bar' - lambda_bar",
+                "rounding of the minimisation of F",
+                ".3g",
+            )
+            checks.append(
+                replace(
+                    c,
+                    detail=c.detail + f"; lambda_bar < 0 in {int((tab['lambda_bar'] < 0).sum())} rows, "
+                    f"lambda_bar' < 0 in {int((tab['lambda_bar_prime'] < 0).sum())} rows (beta = {cfg.beta})",
+                )
+            )
+        kp = table[table["part"].isin(["table", "exponent", "energy"])]
+        price = "(a) Price's theorem: kappa'(1) from phi' equals gap(delta)/delta from phi alone"
+        if "kappa_prime_1_gap" not in kp:
+            checks.append(check(price, False, "column kappa_prime_1_gap absent (a table of an older version)"))
+        else:
+            kp = kp[kp["kappa_prime_1_gap"].notna()].drop_duplicates(["activation", "d", "sigma_u", "sigma_w"])
+        if "kappa_prime_1_gap" in kp and not kp.empty:
+            err = (kp["kappa_prime_1"] - kp["kappa_prime_1_gap"]).abs() / kp["kappa_prime_1_gap"].abs()
+            worst = kp.loc[err.idxmax()]
+            c = at_most(
+                price,
+                float(err.max()),
+                PRICE_TOL,
+                f"max relative difference over {len(kp)} kernels",
+                f"truncation O(delta) (smooth), O(sqrt(delta)) (relu: 3e-6) at delta = {PRICE_DELTA:g}",
+                ".1e",
+            )
+            checks.append(
+                replace(
+                    c,
+                    detail=c.detail + f"; worst {worst['activation']}, d = {int(worst['d'])}, "
+                    f"sigma_u = {worst['sigma_u']:g}: {worst['kappa_prime_1']:.6g} vs {worst['kappa_prime_1_gap']:.6g}",
+                )
+            )
         cl = table[(table["part"] == "cluster") & (table["at"] == "end")]
         for act, what in (("relu", "one cluster"), ("tanh", "two antipodal clusters")):
             r = cl[cl["activation"] == act]
             if r.empty:
                 continue
             row = r.iloc[0]
-            # Wilson's bound at k = n is 1 up to rounding (0.9999999999999999): compare with a 1e-12 slack
-            inside = bool(row["band_low"] - 1e-12 <= row["p_theory"] <= row["band_high"] + 1e-12)
-            small = bool(row["undecided"] <= cfg.undecided_max)
-            detail = (
-                f"{int(row['n_collapsed'] if act == 'relu' else row['n_antipodal'])}/{int(row['runs'])} end in "
-                f"{what} (n = {int(row['n'])}, T = {row['T_cell']:g}), {cfg.level:.0%} Wilson "
-                f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}], band with undecided [{row['band_low']:.4f}, "
-                f"{row['band_high']:.4f}], theory {row['p_theory']:.4f}; undecided {row['undecided']:.4f} "
-                f"(limit {cfg.undecided_max})"
+            n = int(row["n"])
+            k = int(row["n_collapsed"] if act == "relu" else row["n_antipodal"])
+            c = binomial_cells(
+                f"(b) d = 4, attention off, {act}: {what}",
+                [k],
+                [int(row["runs"])],
+                [float(row["p_theory"])],
+                [f"{act}, n = {n}, T = {row['T_cell']:g}"],
+                cfg.level,
+                extra_high=[int(row["n_undecided"])],
             )
-            passed = inside and small
+            head = f"{k}/{int(row['runs'])} end in {what}, theory {row['p_theory']:.4f}; "
+            checks.append(replace(c, detail=head + c.detail))
+            checks.append(
+                at_most(
+                    f"(b) {act}: systems undecided at T",
+                    float(row["undecided"]),
+                    cfg.undecided_max,
+                    "undecided fraction",
+                    "undecided_max (config)",
+                )
+            )
             if act == "relu" and not math.isnan(row.get("centre_z_max", math.nan)):
                 zc = bonferroni_z(cfg.level, int(row["centre_dims"]))
-                iso = bool(row["centre_z_max"] <= zc)
-                passed = passed and iso
-                detail += f"; cluster point isotropic: max |mean|/se = {row['centre_z_max']:.2f} <= {zc:.2f}"
+                checks.append(
+                    at_most(
+                        "(b) relu: the cluster point is isotropic",
+                        float(row["centre_z_max"]),
+                        zc,
+                        "max over coordinates of |mean| / se",
+                        f"Bonferroni over {int(row['centre_dims'])} coordinates at level {cfg.level:g}",
+                        ".2f",
+                    )
+                )
             if act == "tanh":
-                n = int(row["n"])
                 counts = np.array([int(row[f"split_{j}"]) for j in range(n // 2 + 1)])
                 pval, df = _chi_square(counts, split_law(n))
-                passed = passed and pval >= 1.0 - cfg.level
-                detail += (
-                    f"; split sizes {counts.tolist()} vs uniform signs "
-                    f"{np.round(split_law(n) * counts.sum(), 1).tolist()}: chi-square p = {pval:.3f} (df {df})"
-                )
-            checks.append(
-                {"name": f"(b) d = 4, attention off, {act}: {what}", "passed": bool(passed), "detail": detail}
-            )
-        ex = table[table["part"] == "exponent"]
-        if not ex.empty:
-            zf = bonferroni_z(cfg.level, len(ex))
-            ok = (ex["estimate"] - ex["lambda_1"]).abs() <= zf * ex["se"]
-            checks.append(
-                {
-                    "name": "(c) Monte-Carlo distance exponent at collapse equals lambda_1",
-                    "passed": bool(ok.all()),
-                    "detail": "; ".join(
-                        f"{r.setting}: {r.estimate:.5f} +- {zf * r.se:.5f} vs lambda_1 = {r.lambda_1:.5f}"
-                        for r in ex.itertuples()
+                checks.append(
+                    check(
+                        "(b) tanh: split sizes follow uniform sign patterns",
+                        pval >= 1.0 - cfg.level,
+                        f"split sizes {counts.tolist()} vs {np.round(split_law(n) * counts.sum(), 1).tolist()}: "
+                        f"chi-square p = {pval:.3f} (df {df}; fails below {1.0 - cfg.level:.3g})",
+                        {"counts": counts, "expected": split_law(n) * counts.sum(), "p_value": pval, "df": df},
+                        1.0 - cfg.level,
+                        f"Pearson chi-square at level {cfg.level:g}, bins with expected count < 5 merged",
                     )
-                    + f" (family-wise {cfg.level:.0%}, {int(ex['runs'].iloc[0])} pairs each)",
-                }
-            )
-            okb = ex["step_bias"].abs() <= zf * ex["se"]
+                )
+        ex = table[table["part"] == "exponent"]
+        if not ex.empty and "estimate_richardson" not in ex:
+            checks.append(check("(c) exponents", False, "column estimate_richardson absent (an older version's table)"))
+        elif not ex.empty:
+            m = len(ex)
+            for r in ex.itertuples():
+                c = slope_within(
+                    f"(c) {r.setting}: distance exponent at collapse equals lambda_1",
+                    r.estimate_richardson,
+                    r.se_richardson,
+                    r.lambda_1,
+                    abs(r.lambda_1) * cfg.exponent_r_hi,
+                    cfg.level,
+                    m,
+                    what=f"Richardson exponent ({int(r.runs)} pairs, dt = {r.dt:.4f})",
+                )
+                checks.append(
+                    replace(
+                        c,
+                        source=c.source + "; model tolerance |lambda_1| r_hi: the O(r_hi) nonlinear correction",
+                    )
+                )
+            inv = 1.0 / ex["lambda_1"].abs().to_numpy()
             checks.append(
-                {
-                    "name": "(c) discretisation bias below the statistical resolution",
-                    "passed": bool(okb.all()),
-                    "detail": "; ".join(
+                pooled_z(
+                    "(c) exponents pooled over the settings, in units of |lambda_1|",
+                    ex["estimate_richardson"],
+                    ex["se_richardson"],
+                    ex["lambda_1"],
+                    ["all"] * m,
+                    cfg.level,
+                    "settings",
+                    scale=inv,
+                )
+            )
+            zf = bonferroni_z(cfg.level, m)
+            okb = (ex["step_bias"].abs() <= zf * ex["se"]).to_numpy()
+            checks.append(
+                check(
+                    "(c) discretisation bias below the statistical resolution",
+                    bool(okb.all()),
+                    "; ".join(
                         f"{r.setting}: slope(dt) - slope(2dt) = {r.step_bias:+.5f} (its se {r.step_bias_se:.5f}) "
                         f"vs z se = {zf * r.se:.5f}, dt = {r.dt:.4f}"
                         for r in ex.itertuples()
                     ),
-                }
+                    {"step_bias": ex["step_bias"].to_numpy(), "limit": zf * ex["se"].to_numpy()},
+                    zf,
+                    f"Bonferroni over {m} settings at level {cfg.level:g}: the Richardson correction is small",
+                )
             )
         en = table[table["part"] == "energy"]
         if not en.empty:
@@ -670,28 +808,37 @@ class Synchronization(Experiment):
             zt = bonferroni_z(cfg.level, max(len(att), 1))
             viol = att[att["excess"] > zt * att["excess_se"]]
             info = []
-            for c in sorted(en["c"].unique(), reverse=True):
-                sub = en[(en["c"] == c) & (en["t"] > 0)]
+            for c_ in sorted(en["c"].unique(), reverse=True):
+                sub = en[(en["c"] == c_) & (en["t"] > 0)]
                 worst = sub.loc[(sub["excess"] / sub["bound"]).idxmax()]
                 above = int((sub["excess"] > zt * sub["excess_se"]).sum())
                 info.append(
-                    f"c = {c:g}: E[E(T)]/E[E(0)] = {sub['mean'].iloc[-1] / sub['mean_0'].iloc[-1]:.3g} "
+                    f"c = {c_:g}: E[E(T)]/E[E(0)] = {sub['mean'].iloc[-1] / sub['mean_0'].iloc[-1]:.3g} "
                     f"(bound {math.exp(sub['lambda_bar_prime'].iloc[-1] * sub['t'].iloc[-1]):.3g}), "
                     f"largest excess/bound {worst['excess'] / worst['bound']:+.3g} at t = {worst['t']:.2f}, "
                     f"{above}/{len(sub)} times significantly above"
                 )
             s = cfg.energy_setting
+            ratio = (att["excess"] / att["excess_se"]).to_numpy() if len(att) else np.array([np.nan])
             checks.append(
-                {
-                    "name": "(d) E[E_beta(t)] <= exp(lambda_bar' t) E[E_beta(0)] for V = I (c = 1)",
-                    "passed": bool(viol.empty and not att.empty),
-                    "detail": f"{s.key()}, beta = {cfg.beta}, lambda_bar' = {en['lambda_bar_prime'].iloc[0]:.4f}, "
+                check(
+                    "(d) E[E_beta(t)] <= exp(lambda_bar' t) E[E_beta(0)] for V = I (c = 1)",
+                    bool(viol.empty and not att.empty),
+                    f"{s.key()}, beta = {cfg.beta}, lambda_bar' = {en['lambda_bar_prime'].iloc[0]:.4f}, "
                     f"{int(en['runs'].iloc[0])} systems of {int(en['n'].iloc[0])} tokens; checked only for c = 1 "
                     f"(where MODELS.md states it), paired excess <= {zt:.2f} se at each of {len(att)} times; "
                     + "; ".join(info),
-                }
+                    {"max_excess_over_se": float(np.max(ratio)), "times": len(att), "violations": len(viol)},
+                    zt,
+                    f"one-sided, Bonferroni over {len(att)} recorded times at level {cfg.level:g}",
+                )
             )
-        return {"verdict": "PASS" if checks and all(c["passed"] for c in checks) else "FAIL", "checks": checks}
+        notes = [
+            "(c) the exponents are Richardson estimates 2 slope(dt) - slope(2 dt) on one Brownian path",
+            "(a) the Monte Carlo of (b)-(d) uses the theory's kernel (near collapse its slope kappa'(1) from phi'), "
+            "so only the Price check sees an error in phi'",
+        ]
+        return verdict(checks, notes)
 
     # ----------------------------------------------------------------- figures
     def trajectory(self, cfg: SynchronizationConfig, device: str = "cpu") -> dict[str, Any]:
