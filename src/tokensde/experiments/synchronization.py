@@ -49,7 +49,7 @@ Four parts, each a set of independent units with their own seeds:
 (d) **energy decay**: ``E[E_beta(t)]`` (:func:`tokensde.metrics.interaction_energy`)
     under attractive, off and repulsive attention (``V = c I``, ``c = 1, 0, -1``;
     the same initial states and noise for the three) against
-    ``exp(lambda_bar' t) E[E_beta(0)]``. MODELS.md states the bound for
+    ``exp(lambda_bar' t) E[E_beta(0)]``. docs/models.md states the bound for
     ``V = I``, so only ``c = 1`` is checked: at every recorded time the paired
     differences ``E_beta(t) - exp(lambda_bar' t) E_beta(0)`` (the bound holds for
     every initial state) must have a mean not above ``z se``. ``c = 0`` and
@@ -826,7 +826,7 @@ class Synchronization(Experiment):
                     bool(viol.empty and not att.empty),
                     f"{s.key()}, beta = {cfg.beta}, lambda_bar' = {en['lambda_bar_prime'].iloc[0]:.4f}, "
                     f"{int(en['runs'].iloc[0])} systems of {int(en['n'].iloc[0])} tokens; checked only for c = 1 "
-                    f"(where MODELS.md states it), paired excess <= {zt:.2f} se at each of {len(att)} times; "
+                    f"(where docs/models.md states it), paired excess <= {zt:.2f} se at each of {len(att)} times; "
                     + "; ".join(info),
                     {"max_excess_over_se": float(np.max(ratio)), "times": len(att), "violations": len(viol)},
                     zt,
