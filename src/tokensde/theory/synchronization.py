@@ -56,7 +56,7 @@ from rounding in ``phi(z_1) - phi(z_2)``; ReLU: a cancellation-free
 rearrangement of the closed form). All quadratures take ``delta = 1 - u`` as
 their argument, so that ``u`` next to 1 loses no digits.
 
-Synchronization constants (MODELS.md, model C):
+Synchronization constants (docs/models.md, model C):
 
 .. math::
 
@@ -502,7 +502,7 @@ def two_point_motion(
 
 @dataclass(frozen=True)
 class SyncConstants:
-    """The synchronization constants of one model-C setting (MODELS.md)."""
+    """The synchronization constants of one model-C setting (docs/models.md)."""
 
     kappa_1: float
     kappa_prime_1: float
