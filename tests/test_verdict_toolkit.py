@@ -93,3 +93,38 @@ def test_bounds():
     assert V.at_most("a", 0.005, 0.01, "undecided", "stated").passed
     assert not V.at_most("a", float("nan"), 0.01, "undecided", "stated").passed
     assert V.at_least("a", 3, 2, "n", "stated").passed and not V.at_least("a", 1, 2, "n", "stated").passed
+
+
+def test_settle_guards_verdicts_not_built_with_the_toolkit():
+    assert V.settle({"verdict": "PASS", "checks": []})["verdict"] == "FAIL"
+    assert V.settle({"verdict": "PASS"})["verdict"] == "FAIL"
+    assert V.settle({"verdict": "PASS", "checks": [{"name": "a", "passed": False, "detail": ""}]})["verdict"] == "FAIL"
+    assert V.settle({"verdict": "FAIL", "checks": [{"name": "a", "passed": True, "detail": ""}]})["verdict"] == "FAIL"
+    ok = {"verdict": "PASS", "checks": [{"name": "a", "passed": True, "detail": ""}], "notes": ["n"]}
+    assert V.settle(ok) == ok
+
+
+def test_runner_turns_an_empty_pass_into_a_fail(tmp_path):
+    """An experiment (e.g. loaded from elsewhere) whose verdict says PASS with no checks is recorded as FAIL."""
+    from tokensde.experiments.base import Experiment, ExperimentConfig
+    from tokensde.runtime import run_experiment
+
+    class Empty(Experiment):
+        name = "empty"
+        summary = "says PASS, checks nothing"
+
+        class Config(ExperimentConfig):
+            pass
+
+        def plan(self, cfg):
+            return [{"id": "u"}]
+
+        def run_unit(self, cfg, unit, device, progress=None):
+            return [{"x": 1.0}]
+
+        def verdict(self, cfg, table):
+            return {"verdict": "PASS", "checks": []}
+
+    v = run_experiment(Empty(), Empty.Config(), tmp_path / "run", show_progress=False)
+    assert v["verdict"] == "FAIL"
+    assert json.loads((tmp_path / "run" / "verdict.json").read_text())["verdict"] == "FAIL"

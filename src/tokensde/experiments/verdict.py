@@ -48,6 +48,7 @@ __all__ = [
     "coverage",
     "monotone",
     "pooled_z",
+    "settle",
     "slope_within",
     "verdict",
 ]
@@ -106,6 +107,19 @@ def verdict(checks: Iterable[Check], notes: Sequence[str] = ()) -> dict[str, Any
     }
     if notes:
         out["notes"] = list(notes)
+    return out
+
+
+def settle(v: dict[str, Any]) -> dict[str, Any]:
+    """The runtime's guard on any experiment's verdict dict (also one not built with :func:`verdict`, e.g. from
+    an experiment loaded through ``TOKENSDE_EXPERIMENTS``): ``PASS`` only when it says so, has at least one
+    check, and every check passed; otherwise ``FAIL`` (an empty list gets the failed check of :func:`verdict`)."""
+    cs = list(v.get("checks") or [])
+    out = dict(v)
+    if not cs:
+        out["checks"] = verdict([])["checks"]
+    ok = v.get("verdict") == "PASS" and bool(cs) and all(bool(c.get("passed")) for c in cs)
+    out["verdict"] = "PASS" if ok else "FAIL"
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..experiments.base import Experiment
+from ..experiments.verdict import settle
 from ..report import build_report, paper_style
 from ..report.html import check_report_target
 from .executors import ExecutorOptions, open_executor
@@ -203,7 +204,7 @@ def _run(
             store.write_table(table)
             for name, extra in exp.tables(cfg, table).items():
                 store.write_table(extra, name)
-            verdict = exp.verdict(cfg, table)
+            verdict = settle(exp.verdict(cfg, table))
             store.write_json("verdict.json", verdict)
             with paper_style():
                 figures = store.write_figures(exp.figures(cfg, table))
