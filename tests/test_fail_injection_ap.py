@@ -10,24 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from injection import failed, run
 
-from tokensde.experiments import REGISTRY
 from tokensde.models.value_noise import ValueNoise
 from tokensde.nn import probe as nnp
 from tokensde.nn import train as nntrain
-
-
-def _verdict(name: str, **config: Any) -> tuple[dict[str, Any], Any]:
-    exp = REGISTRY[name]
-    cfg = exp.Config(**config)
-    rows = [r for u in exp.plan(cfg) for r in exp.run_unit(cfg, u, "cpu")]
-    table = exp.summarize(cfg, rows)
-    return exp.verdict(cfg, table), table
-
-
-def _failed(v: dict[str, Any]) -> set[str]:
-    return {c["name"] for c in v["checks"] if not c["passed"]}
-
 
 # --- accuracy -----------------------------------------------------------------------------------------------------
 
@@ -65,7 +52,7 @@ def _no_learning_rate(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_accuracy_verdict_passes_as_is():
-    v, table = _verdict("accuracy", **ACCURACY)
+    table, v = run("accuracy", ACCURACY)
     assert v["verdict"] == "PASS", v
     names = [c["name"] for c in v["checks"]]
     assert len(names) == 4 and any("binomial noise" in n for n in names) and any("decreases" in n for n in names)
@@ -82,12 +69,12 @@ def test_accuracy_verdict_passes_as_is():
 )
 def test_accuracy_verdict_fails_on_a_defect(monkeypatch, defect, caught_by):
     defect(monkeypatch)
-    v, table = _verdict("accuracy", **ACCURACY)
+    table, v = run("accuracy", ACCURACY)
     assert v["verdict"] == "FAIL", v
-    failed = _failed(v)
+    bad = failed(v)
     for part in caught_by:
-        assert any(part in n for n in failed), (part, failed)
-    assert not any(n.startswith("every run") for n in failed)  # the runs themselves finished
+        assert any(part in n for n in bad), (part, bad)
+    assert not any(n.startswith("every run") for n in bad)  # the runs themselves finished
     assert table["test_accuracy"].max() < 0.2  # at chance (0.1)
 
 
@@ -114,7 +101,7 @@ def _whole_layer_per_substep(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_probe_verdict_passes_as_is():
-    v, _ = _verdict("probe", **PROBE)
+    _, v = run("probe", PROBE)
     assert v["verdict"] == "PASS", v
     assert len(v["checks"]) == 5
 
@@ -122,8 +109,8 @@ def test_probe_verdict_passes_as_is():
 @pytest.mark.parametrize("defect", [_noise_scale, _whole_layer_per_substep], ids=["sigma-1.1", "dt-without-1/K"])
 def test_probe_verdict_fails_on_a_defect(monkeypatch, defect):
     defect(monkeypatch)
-    v, _ = _verdict("probe", **PROBE)
+    _, v = run("probe", PROBE)
     assert v["verdict"] == "FAIL", v
-    failed = _failed(v)
-    assert all(any(n.startswith(c) for n in failed) for c in CLOCK), failed  # per layer and pooled
-    assert len(failed) == 2  # the structural checks still pass: only the prediction is wrong
+    bad = failed(v)
+    assert all(any(n.startswith(c) for n in bad) for c in CLOCK), bad  # per layer and pooled
+    assert len(bad) == 2  # the structural checks still pass: only the prediction is wrong

@@ -11,25 +11,12 @@ from typing import Any
 
 import pytest
 import torch
+from injection import failed, run
 
 from tokensde import activations
 from tokensde.activations import Activation
-from tokensde.experiments import REGISTRY
 from tokensde.models.mlp_noise import MLPNoise
 from tokensde.models.multihead import MultiheadLimit
-
-
-def run_verdict(name: str, over: dict[str, Any]) -> dict[str, Any]:
-    exp = REGISTRY[name]
-    cfg = exp.Config(**over)
-    rows = [r for u in exp.plan(cfg) for r in exp.run_unit(cfg, u, "cpu")]
-    table = exp.summarize(cfg, rows)
-    return exp.verdict(cfg, table)
-
-
-def failed(v: dict[str, Any]) -> list[str]:
-    return [c["name"] for c in v["checks"] if not c["passed"]]
-
 
 # ----------------------------------------------------------------------------- homogenized
 HOMOGENIZED = {
@@ -55,7 +42,7 @@ HOMOGENIZED = {
 
 
 def test_homogenized_passes_with_the_correct_model():
-    v = run_verdict("homogenized", HOMOGENIZED)
+    _, v = run("homogenized", HOMOGENIZED)
     assert v["verdict"] == "PASS", failed(v)
     names = [c["name"] for c in v["checks"]]
     assert any("pooled per d" in n for n in names)  # the exit law and the frozen pairs are pooled per d
@@ -73,7 +60,7 @@ def test_homogenized_fails_when_the_noise_is_ten_percent_too_strong(monkeypatch)
         return b, cdiag, 1.1 * noise
 
     monkeypatch.setattr(MultiheadLimit, "coefficients", too_strong)
-    v = run_verdict("homogenized", HOMOGENIZED)
+    _, v = run("homogenized", HOMOGENIZED)
     assert v["verdict"] == "FAIL"
     assert any("mean of u follows the logistic curve" in n for n in failed(v)), failed(v)
 
@@ -99,7 +86,7 @@ SYNCHRONIZATION = {
 
 
 def test_synchronization_passes_with_the_correct_model():
-    v = run_verdict("synchronization", SYNCHRONIZATION)
+    _, v = run("synchronization", SYNCHRONIZATION)
     assert v["verdict"] == "PASS", failed(v)
 
 
@@ -128,6 +115,6 @@ def noise_ten_percent_too_strong(monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.mark.parametrize("defect", [silu_derivative_without_the_product_rule, noise_ten_percent_too_strong])
 def test_synchronization_fails_with_a_defect(monkeypatch, defect):
     caught_by = defect(monkeypatch)
-    v = run_verdict("synchronization", SYNCHRONIZATION)
+    _, v = run("synchronization", SYNCHRONIZATION)
     assert v["verdict"] == "FAIL"
     assert any(caught_by in n for n in failed(v)), failed(v)

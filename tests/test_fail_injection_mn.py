@@ -17,18 +17,10 @@ The defects are ones a user could make and that the verdict's claims must not su
 import math
 
 import torch
+from injection import run
 
-from tokensde.experiments import REGISTRY
 from tokensde.experiments import noise_sweep as ns
 from tokensde.models import value_noise as vn
-
-
-def _run(name: str, **kw):
-    exp = REGISTRY[name]
-    cfg = exp.Config(**kw)
-    rows = [r for u in exp.plan(cfg) for r in exp.run_unit(cfg, u, "cpu")]
-    table = exp.summarize(cfg, rows)
-    return table, exp.verdict(cfg, table)
 
 
 def _checks(v):
@@ -45,13 +37,13 @@ def _diagonal_factor(a: torch.Tensor) -> torch.Tensor:
 
 
 def test_multi_token_verdict_fails_with_a_noise_not_common_to_the_tokens(monkeypatch):
-    table, v = _run("multi-token", **MULTI)
+    table, v = run("multi-token", MULTI)
     assert v["verdict"] == "PASS", v
     noisy = table[table["condition"] == "noisy"]
     assert (noisy[noisy["above_beta_c"]]["n_antipodal"] > 0).all()
 
     monkeypatch.setattr(vn, "gram_factor", _diagonal_factor)
-    table, v = _run("multi-token", **MULTI)
+    table, v = run("multi-token", MULTI)
     assert v["verdict"] == "FAIL"
     checks = _checks(v)
     failed = {k for k, c in checks.items() if not c["passed"]}
@@ -83,7 +75,7 @@ EXIT_POOLED = "two-token exit law pooled over the cells (excess antipodal pairs 
 
 
 def test_noise_sweep_verdict_fails_with_a_noise_ten_percent_too_large(monkeypatch):
-    table, v = _run("noise-sweep", **SWEEP)
+    table, v = run("noise-sweep", SWEEP)
     assert v["verdict"] == "PASS", v
     exits = table[table["kind"] == "exit_law"]
     assert exits["resolved"].all() and len(exits) == 2
@@ -96,7 +88,7 @@ def test_noise_sweep_verdict_fails_with_a_noise_ten_percent_too_large(monkeypatc
 
     noise = vn.ValueNoise.noise
     monkeypatch.setattr(vn.ValueNoise, "noise", lambda self, x, a, xi: 1.1 * noise(self, x, a, xi))
-    table, v = _run("noise-sweep", **SWEEP)
+    table, v = run("noise-sweep", SWEEP)
     assert v["verdict"] == "FAIL"
     checks = _checks(v)
     # the sweep's qualitative claims survive the defect: only the exact two-token law sees it

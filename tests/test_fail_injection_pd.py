@@ -6,9 +6,9 @@ injected are ones the exit law sees: the attention's inverse temperature off by 
 """
 
 import pytest
+from injection import failed, run
 
 import tokensde.experiments.phase_diagram as pd_mod
-from tokensde.experiments import REGISTRY
 
 #: one dimension, away from beta_c(4) = 0.66; with 2000 pairs per cell the pooled z of a temperature off
 #: by 15% (10%) is about +6.6 (-5.4) by the exit law itself, against a limit of 2.58
@@ -22,15 +22,8 @@ SMALL = {
 }
 
 
-def _verdict(cfg_over: dict) -> dict:
-    exp = REGISTRY["phase-diagram"]
-    cfg = exp.Config(**cfg_over)
-    rows = [r for u in exp.plan(cfg) for r in exp.run_unit(cfg, u, "cpu")]
-    return exp.verdict(cfg, exp.summarize(cfg, rows))
-
-
-def _failed(v: dict) -> list[str]:
-    return [c["name"] for c in v["checks"] if not c["passed"]]
+def _verdict(config: dict) -> dict:
+    return run("phase-diagram", config)[1]
 
 
 def test_correct_model_passes():
@@ -44,7 +37,7 @@ def test_wrong_temperature_fails(monkeypatch, factor):
     orig = pd_mod.pair_euler_step
     monkeypatch.setattr(pd_mod, "pair_euler_step", lambda x, xi, beta, dt, s2: orig(x, xi, factor * beta, dt, s2))
     v = _verdict(SMALL)
-    assert v["verdict"] == "FAIL" and any("exit law" in n for n in _failed(v)), v
+    assert v["verdict"] == "FAIL" and any("exit law" in n for n in failed(v)), v
 
 
 @pytest.mark.parametrize("step", [0.3])

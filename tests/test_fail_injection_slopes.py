@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import torch
+from injection import failed, run
 
 import tokensde.experiments.chaos as chaos_mod
 import tokensde.experiments.solver_order as solver_order_mod
@@ -19,21 +20,11 @@ from tokensde.models.multihead import MultiheadLimit
 from tokensde.solvers import Level, simulate_levels
 
 
-def _verdict(name: str, **over: Any) -> dict[str, Any]:
-    exp = REGISTRY[name]
-    cfg = exp.Config(**{**exp.quick, **over})
-    rows = [r for u in exp.plan(cfg) for r in exp.run_unit(cfg, u, "cpu")]
-    return exp.verdict(cfg, exp.summarize(cfg, rows))
-
-
-def _failed(v: dict[str, Any]) -> set[str]:
-    return {c["name"] for c in v["checks"] if not c["passed"]}
-
-
 def _both(name: str, inject, over: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    ok = _verdict(name, **over)
+    config = {**REGISTRY[name].quick, **over}
+    ok = run(name, config)[1]
     inject()
-    return ok, _verdict(name, **over)
+    return ok, run(name, config)[1]
 
 
 # ----------------------------------------------------------------------------- chaos
@@ -60,7 +51,7 @@ def test_chaos_fails_when_the_common_noise_depends_on_n(monkeypatch):
     ok, bad = _both("chaos", inject, CHAOS)
     assert ok["verdict"] == "PASS", ok
     assert bad["verdict"] == "FAIL", bad
-    assert {f"model {m}: independent noise control does not converge" for m in "AC"} <= _failed(bad), bad
+    assert {f"model {m}: independent noise control does not converge" for m in "AC"} <= failed(bad), bad
 
 
 # ----------------------------------------------------------------------------- convergence
@@ -80,7 +71,7 @@ def test_convergence_fails_when_the_limit_kernel_is_normalised_by_d(monkeypatch)
     ok, bad = _both("convergence", inject, CONVERGENCE)
     assert ok["verdict"] == "PASS", ok
     assert bad["verdict"] == "FAIL", bad
-    assert {"B: mean-square error at T ~ L^-1", "B: weak error of E<x1,x2> ~ L^-1"} <= _failed(bad), bad
+    assert {"B: mean-square error at T ~ L^-1", "B: weak error of E<x1,x2> ~ L^-1"} <= failed(bad), bad
 
 
 # ----------------------------------------------------------------------------- scaling-regimes
@@ -106,8 +97,8 @@ def test_scaling_regimes_fails_without_the_normalisation_term_of_the_modified_od
     assert {
         "modified series: error to the modified limit shrinks at its rate",
         "modified series: the modified ODE is visibly closer than the ballistic one",
-    } <= _failed(bad), bad
-    assert "ballistic series: error to the ballistic limit shrinks at its rate" not in _failed(bad)
+    } <= failed(bad), bad
+    assert "ballistic series: error to the ballistic limit shrinks at its rate" not in failed(bad)
 
 
 # ----------------------------------------------------------------------------- solver-order
@@ -136,4 +127,4 @@ def test_solver_order_fails_when_coarse_increments_are_averaged(monkeypatch):
     assert ok["verdict"] == "PASS", ok
     assert bad["verdict"] == "FAIL", bad
     cases = REGISTRY["solver-order"].Config().cases
-    assert {f"{c}: {k} order" for c in cases for k in ("strong", "weak")} <= _failed(bad), bad
+    assert {f"{c}: {k} order" for c in cases for k in ("strong", "weak")} <= failed(bad), bad
