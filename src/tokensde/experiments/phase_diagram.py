@@ -430,7 +430,7 @@ class PhaseDiagram(Experiment):
                     # per-pair statistics of the coupled levels (their means and standard errors need the pairs)
                     **_paired("richardson", 2.0 * a1 - a2),
                     **_paired("remainder", -(2.0 * a1 - 3.0 * a2 + a4) / 3.0),
-                    **_paired("time_diff", a1 - (half < lo).astype(float)),
+                    **_paired("time_bias", a1 - (half < lo).astype(float)),
                     "T_cell": steps[i] * dt,
                     "dt": dt,
                     "steps": steps[i],
@@ -464,7 +464,6 @@ class PhaseDiagram(Experiment):
         t["band_low"], t["band_high"] = _interval(t, zf, 1.0)
         t["agrees"] = (t["p_antipodal_theory"] >= t["band_low"]) & (t["p_antipodal_theory"] <= t["band_high"])
         t["step_bias"] = (t["n_antipodal"] - t["n_antipodal_coarse"]) / n
-        t["time_bias"] = t["time_diff"]
         # the standard error used by the pooled test: the pairs' spread, or the binomial one under the theory
         p_th = t["p_antipodal_theory"]
         t["se_theory"] = np.sqrt(np.maximum(t["richardson_se"] ** 2, p_th * (1.0 - p_th) / n))
@@ -501,7 +500,7 @@ class PhaseDiagram(Experiment):
             _bias_check(
                 "time bias P(T) - P(T/2) below one standard error, per d",
                 checked,
-                "time_diff",
+                "time_bias",
                 zf_d,
                 "the same paths at the cell's horizon and half of it (the horizon's own bias is smaller still)",
             ),
