@@ -262,11 +262,6 @@ def _pair_steps(x: torch.Tensor, noise: torch.Tensor, beta: torch.Tensor, dt: fl
         for k in range(noise.shape[0]):
             x = pair_euler_step(x, noise[k], beta, dt, 1.0)
         return x
-    if every == 2:
-        sq2 = 1.0 / math.sqrt(2.0)
-        for k in range(1, noise.shape[0], 2):
-            x = pair_euler_step(x, (noise[k - 1] + noise[k]) * sq2, beta, 2.0 * dt, 1.0)
-        return x
     scale = 1.0 / math.sqrt(every)
     for k in range(every - 1, noise.shape[0], every):
         x = pair_euler_step(x, noise[k + 1 - every : k + 1].sum(0) * scale, beta, every * dt, 1.0)
