@@ -122,10 +122,9 @@ def test_noise_routes_agree_in_law(n, d):
     N = 40_000
     k = n * d
     xs = x.expand(N, n, d)
-    aa = a.expand(N, n, d)
     ker = ValueNoise(beta=1.5, route="kernel")
-    dm_mat = ValueNoise(beta=1.5, route="matrix").noise(xs, aa, torch.randn(N, d, d, generator=g, dtype=torch.float64))
-    dm_ker = ker.noise(xs, aa, torch.randn(N, *ker.noise_shape(n, d), generator=g, dtype=torch.float64))
+    dm_mat = ValueNoise(beta=1.5, route="matrix").noise(xs, torch.randn(N, d, d, generator=g, dtype=torch.float64))
+    dm_ker = ker.noise(xs, torch.randn(N, *ker.noise_shape(n, d), generator=g, dtype=torch.float64))
     c = (a @ a.transpose(-1, -2))[0]
     cov_true = torch.kron(c, torch.eye(d, dtype=torch.float64))  # tokens x coordinates
     z = stats.norm.ppf(1 - 0.001 / (2 * k * k * 2))  # Bonferroni over entries and routes

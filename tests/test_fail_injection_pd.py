@@ -8,7 +8,7 @@ injected are ones the exit law sees: the attention's inverse temperature off by 
 import pytest
 from injection import failed, run
 
-import tokensde.experiments.phase_diagram as pd_mod
+import tokensde.models.value_noise as vn_mod
 
 #: one dimension, away from beta_c(4) = 0.66; with 2000 pairs per cell the pooled z of a temperature off
 #: by 15% (10%) is about +6.6 (-5.4) by the exit law itself, against a limit of 2.58
@@ -34,8 +34,8 @@ def test_correct_model_passes():
 @pytest.mark.parametrize("factor", [1.15, 0.9])
 def test_wrong_temperature_fails(monkeypatch, factor):
     """The scores' inverse temperature off by a factor (a scaling forgotten or applied twice)."""
-    orig = pd_mod.pair_euler_step
-    monkeypatch.setattr(pd_mod, "pair_euler_step", lambda x, xi, beta, dt, s2: orig(x, xi, factor * beta, dt, s2))
+    orig = vn_mod.pair_euler_step  # the fused two-token step that ValueNoise offers the engine
+    monkeypatch.setattr(vn_mod, "pair_euler_step", lambda x, xi, beta, dt, s2: orig(x, xi, factor * beta, dt, s2))
     v = _verdict(SMALL)
     assert v["verdict"] == "FAIL" and any("exit law" in n for n in failed(v)), v
 

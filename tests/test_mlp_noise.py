@@ -43,7 +43,7 @@ def test_torch_kernel_of_a_user_callable():
     np.testing.assert_allclose(tk.kappa(u).numpy(), k.kappa(u.numpy()), atol=5e-14)
     m = MLPNoise(activation=act, sigma_u=0.1)
     x = uniform((4, 3), 6, torch.Generator().manual_seed(0), torch.float64)
-    np.testing.assert_allclose(m.kernel_matrix(x).numpy(), k.kappa(gram(x).numpy()), atol=5e-14)
+    np.testing.assert_allclose(m.kernel(x).numpy(), k.kappa(gram(x).numpy()), atol=5e-14)
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,7 @@ def test_exact_route_factor_reproduces_the_kernel(n):
         xi[:, j, 0] = 1.0
         cols.append(m.exact_noise(x, xi)[..., 0])
     f = torch.stack(cols, -1)  # F[:, i, j]
-    c = m.kernel_matrix(x)
+    c = m.kernel(x)
     torch.testing.assert_close(f @ f.transpose(-1, -2), c, rtol=0, atol=1e-14)
     k = S.kernel("tanh", d, 0.1, 0.05)
     np.testing.assert_allclose(c.numpy(), k.kappa(gram(x).numpy()), atol=1e-13)

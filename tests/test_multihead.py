@@ -150,7 +150,7 @@ def test_simulate_coupled_fine_equals_simulate() -> None:
     fine, coarse = simulate_coupled(lim, x0, 0.01, 20, seed=5, key=("k",), record_every=10)
     ref = simulate(lim, x0, 0.01, 20, seed=5, key=("k",), record_every=10)
     assert torch.equal(fine.x, ref.x)
-    assert fine.traj is not None and coarse.traj is not None and fine.traj.shape == coarse.traj.shape
+    assert fine.xs is not None and coarse.xs is not None and fine.xs.shape == coarse.xs.shape
     other = simulate(lim, x0, 0.02, 10, seed=6, key=("k",)).x
     coupled = (fine.x - coarse.x).norm(dim=-1).mean().item()
     independent = (fine.x - other).norm(dim=-1).mean().item()

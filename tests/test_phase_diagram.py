@@ -166,11 +166,11 @@ def test_zero_horizon_factor_where_the_relaxation_time_is_infinite():
 
 def test_chunked_slab_stepping_gives_the_same_numbers(monkeypatch):
     """Pairs are stepped through whole slabs in cache-sized chunks: bitwise the numbers of one chunk."""
-    import tokensde.experiments.phase_diagram as pd_mod
+    import tokensde.models.value_noise as vn_mod
 
     args = (6, [0.0, 1.5, 3.0], [70, 150, 40], 700, 0.0, 0.01)
     whole = simulate_pairs(*args, seed=5)
-    monkeypatch.setattr(pd_mod, "CHUNK_ENTRIES", 6 * 1024)  # 1024 pairs per chunk: three chunks
+    monkeypatch.setattr(vn_mod, "CHUNK_ENTRIES", 6 * 1024)  # 1024 pairs per chunk: three chunks
     chunked = simulate_pairs(*args, seed=5)
     for k in whole:
         np.testing.assert_array_equal(whole[k], chunked[k])

@@ -127,7 +127,7 @@ def test_sde_clock_reproduces_the_given_clock(substeps):
 
 
 def test_quick_end_to_end(tmp_path):
-    from tokensde.report.probe_figures import interactive
+    from tokensde.experiments.probe_figures import interactive
     from tokensde.runtime.runner import run_experiment
 
     exp = Probe()

@@ -64,7 +64,7 @@ def test_levels_coarse_step_uses_the_brownian_increment():
         s = sum(stream.next().clone() for _ in range(r))
         x = em.step(model, x, s / math.sqrt(r), r * dt)
     torch.testing.assert_close(res["c"].x, x, rtol=0, atol=1e-13)
-    assert res["c"].traj.shape[0] == steps // r + 1
+    assert res["c"].xs.shape[0] == steps // r + 1
 
 
 def test_levels_refuse_ratios_that_do_not_divide():

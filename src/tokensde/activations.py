@@ -53,7 +53,7 @@ NAMES = ("relu", "tanh", "silu", "sigmoid", "gelu")
 
 @dataclass(frozen=True, eq=False)
 class Activation:
-    """An elementwise activation with its derivative, in NumPy (float64) and in torch.
+    r"""An elementwise activation with its derivative, in NumPy (float64) and in torch.
 
     Parameters
     ----------
@@ -68,8 +68,26 @@ class Activation:
         checked on a grid for user callables).
     smooth : bool
         ``False`` for activations with a kink (relu), whose kernel has a closed form.
+    meta : dict
+        Free-form information, e.g. how the derivative was obtained.
 
-    Instances compare and hash by identity, so they can key caches.
+    Instances compare and hash by identity, so they can key caches. The
+    derivatives of the named ones are exact, e.g.
+
+    .. math:: \tanh' = 1 - \tanh^2, \qquad \mathrm{gelu}'(x) = \Phi(x) + x \varphi(x).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import torch
+    >>> from tokensde.activations import get_activation
+    >>> act = get_activation("tanh")
+    >>> act.name, act.odd, act.smooth
+    ('tanh', True, True)
+    >>> act.np_fn(np.array([0.5])).round(4).tolist(), act.np_grad(np.array([0.5])).round(4).tolist()
+    ([0.4621], [0.7864])
+    >>> act.torch_grad(torch.tensor([0.5], dtype=torch.float64)).round(decimals=4).tolist()
+    [0.7864]
     """
 
     name: str
@@ -220,7 +238,7 @@ def make_activation(
     name: str | None = None,
     odd: bool | None = None,
 ) -> Activation:
-    """An :class:`Activation` from a user's elementwise callable (NumPy or torch).
+    r"""An :class:`Activation` from a user's elementwise callable (NumPy or torch).
 
     Parameters
     ----------
@@ -234,6 +252,27 @@ def make_activation(
     odd : bool, optional
         Whether ``phi`` is odd; by default checked numerically,
         ``|phi(x) + phi(-x)| <= 1e-12 (1 + |phi(x)|)`` on 201 points of ``[-8, 8]``.
+
+    Returns
+    -------
+    Activation
+        With ``meta["derivative"]`` one of ``given``, ``autograd``, ``finite-difference``;
+        the last is the fourth-order central difference
+
+    .. math:: \phi'(x) \approx \frac{\phi(x - 2h) - 8 \phi(x - h) + 8 \phi(x + h) - \phi(x + 2h)}{12 h}.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.activations import make_activation
+    >>> def cube(x):
+    ...     return x**3
+    >>> act = make_activation(cube)  # accepts tensors: autograd
+    >>> act.name, act.odd, act.meta["derivative"], act.np_grad(np.array([2.0])).tolist()
+    ('cube', True, 'autograd', [12.0])
+    >>> act = make_activation(np.sinh)  # NumPy only: finite differences
+    >>> act.meta["derivative"], act.np_grad(np.array([1.0])).round(6).tolist()  # cosh(1)
+    ('finite-difference', [1.543081])
     """
     np_fn = _numpy_face(fn)
     t_fn = _torch_face(fn)
@@ -260,7 +299,29 @@ def make_activation(
 
 
 def get_activation(activation: ActivationLike) -> Activation:
-    """Resolve a name (:data:`NAMES`), an :class:`Activation` or a callable (see :func:`make_activation`)."""
+    """Resolve a name (:data:`NAMES`), an :class:`Activation` or a callable (see :func:`make_activation`).
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+        ``relu``, ``tanh``, ``silu`` (``x sigma(x)``), ``sigmoid``, ``gelu`` (``x Phi(x)``),
+        an :class:`Activation` (returned as is) or an elementwise callable.
+
+    Returns
+    -------
+    Activation
+        One per callable object (cached), so kernels built from it are cached too.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.activations import get_activation
+    >>> relu = get_activation("relu")
+    >>> relu.smooth, relu.np_grad(np.array([-1.0, 2.0])).tolist()
+    (False, [0.0, 1.0])
+    >>> get_activation(np.sin) is get_activation(np.sin)
+    True
+    """
     if isinstance(activation, Activation):
         return activation
     if isinstance(activation, str):

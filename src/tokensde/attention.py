@@ -32,6 +32,11 @@ def _queries(x: Tensor, beta: float | Tensor, a: Tensor | None) -> Tensor:
 def barycenters(x: Tensor, beta: float | Tensor, a: Tensor | None = None) -> Tensor:
     r"""``m_{beta, A}(x_i; X)`` for every token: shape ``(B, n, d)``.
 
+    .. math::
+
+        m_{\beta, A}(x_i; X) = \sum_j w_{ij} x_j, \qquad
+        w_{ij} = \frac{e^{\beta \langle A x_i, x_j\rangle}}{\sum_l e^{\beta \langle A x_i, x_l\rangle}}
+
     Parameters
     ----------
     x : Tensor ``(B, n, d)``
@@ -39,6 +44,21 @@ def barycenters(x: Tensor, beta: float | Tensor, a: Tensor | None = None) -> Ten
         Inverse temperature, one per system if a tensor.
     a : Tensor ``(d, d)``, optional
         Interaction matrix ``A = K^T Q`` (identity if omitted).
+
+    Returns
+    -------
+    Tensor ``(B, n, d)``
+        The barycenters (inside the unit ball, not normalised).
+
+    Examples
+    --------
+    Two orthogonal tokens at ``beta = 1``: each weighs itself by ``e / (e + 1)``.
+
+    >>> import torch
+    >>> from tokensde.attention import barycenters
+    >>> x = torch.eye(2, dtype=torch.float64).unsqueeze(0)  # (1, 2, 2)
+    >>> barycenters(x, 1.0).round(decimals=4).tolist()
+    [[[0.7311, 0.2689], [0.2689, 0.7311]]]
     """
     # a singleton head axis: (B, 1, n, d) takes SDPA's fused CPU kernel, (B, n, d) a slow fallback
     k = x.unsqueeze(-3)
@@ -49,10 +69,34 @@ def barycenters(x: Tensor, beta: float | Tensor, a: Tensor | None = None) -> Ten
 
 
 def usa_barycenters(x: Tensor, beta: float | Tensor, a: Tensor | None = None, chunk: int = 4096) -> Tensor:
-    r"""Unnormalised variant (USA): ``sum_j exp(beta <A x_i, x_j>) x_j / n``.
+    r"""Unnormalised variant (USA) of :func:`barycenters`.
+
+    .. math:: m^{USA}_i = \frac1n \sum_j e^{\beta \langle A x_i, x_j\rangle} x_j
 
     Queries are processed in chunks of ``chunk`` so that at most
     ``chunk x n`` weights exist at once.
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+    beta : float or Tensor ``(B,)``
+        Inverse temperature, one per system if a tensor.
+    a : Tensor ``(d, d)``, optional
+        Interaction matrix (identity if omitted).
+    chunk : int
+        Queries per block.
+
+    Returns
+    -------
+    Tensor ``(B, n, d)``
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.attention import usa_barycenters
+    >>> x = torch.eye(2, dtype=torch.float64).unsqueeze(0)
+    >>> usa_barycenters(x, 1.0).round(decimals=4).tolist()  # (e x_i + x_j) / 2
+    [[[1.3591, 0.5], [0.5, 1.3591]]]
     """
     q = _queries(x, beta, a)
     n = x.shape[-2]

@@ -136,14 +136,12 @@ def _device(device: str) -> str:
 
 
 @app.command("list")
+@guarded
 def list_experiments() -> None:
     """List the registered experiments (the catalogue and those named in $TOKENSDE_EXPERIMENTS)."""
-    from .runtime.registry import available_experiments
+    from .experiments.registry import available_experiments
 
-    try:
-        registry = available_experiments()
-    except ValueError as e:
-        fail(str(e))
+    registry = available_experiments()
     table = Table("name", "what it shows")
     for name, exp in registry.items():
         table.add_row(name, exp.summary)
@@ -236,14 +234,11 @@ def run(
     one process writes it at a time. Experiments outside the catalogue: see
     $TOKENSDE_EXPERIMENTS (importing them runs their code, with the trust of PYTHONPATH).
     """
+    from .experiments.registry import available_experiments
     from .runtime import run_experiment
     from .runtime.executors import EXECUTORS, ExecutorOptions, default_executor
-    from .runtime.registry import available_experiments
 
-    try:
-        registry = available_experiments()
-    except ValueError as e:
-        fail(str(e))
+    registry = available_experiments()
     if show_help:
         from .experiments.schema import help_text
 
@@ -384,68 +379,14 @@ def simulate(
     )
     dev = _device(device)
     out_dir = out_path(out, Path("."))
-    from .runtime.memory import check_fits, simulate_memory
-    from .runtime.store import RunStore
+    from .runtime.simulate import simulate_run
 
-    store = RunStore(out_dir)
-    config = args.model_dump(mode="json")
-    store.inspect("simulate", config, force)
-    need = simulate_memory(args.n, args.d, args.systems, args.steps, args.route, args.solver, args.dtype, dev)
-    check_fits(need, dev, "simulate", "reduce --systems, --n or --d")
-    with store.session("simulate", config, dev, force=force, extra={"command": "simulate"}):
-        _simulate(args, dev, out_dir)
-
-
-def _simulate(args: Any, dev: str, out: Path) -> None:
-    import io
-
-    import numpy as np
-    import torch
-
-    from . import metrics
-    from .models import ValueNoise
-    from .noise import derive_seed
-    from .runtime.memory import peak_rss_bytes
-    from .runtime.store import atomic_write
-    from .solvers import simulate as run_sim
-    from .sphere import uniform
-
-    tdtype = getattr(torch, args.dtype)
-    g = torch.Generator().manual_seed(derive_seed(args.seed, "simulate", "x0"))
-    x0 = uniform((args.systems, args.n), args.d, g, torch.float64).to(tdtype).to(dev)
-    m = ValueNoise(beta=args.beta, sigma=args.sigma, route=args.route)
-    cuda = x0.device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(x0.device)
-    t0 = time.time()
-    res = run_sim(m, x0, args.dt, args.steps, seed=args.seed, key=("simulate",), solver=args.solver)
-    x = res.x
-    if cuda:
-        torch.cuda.synchronize(x.device)
-    elapsed = time.time() - t0
-    summary: dict[str, Any] = {
-        "elapsed_s": elapsed,
-        "seconds_per_step": elapsed / args.steps,
-        "config": args.model_dump(),
-    }
-    t1 = time.time()
-    # blocked metrics: exact for every n, never an n x n matrix (tokensde.metrics)
-    s = metrics.summary(x, args.beta)
-    summary["metrics"] = {k: np.asarray(v, dtype=float).tolist() for k, v in s.items()}
-    summary["metrics"]["norm_error_max"] = float((torch.linalg.vector_norm(x, dim=-1) - 1).abs().max())
-    summary["metrics_s"] = time.time() - t1
-    # peak resident memory of this process so far (simulation and metrics)
-    summary["peak_rss_bytes"] = peak_rss_bytes()
-    if cuda:
-        summary["cuda_max_memory_allocated_bytes"] = int(torch.cuda.max_memory_allocated(x.device))
-    buf = io.BytesIO()
-    np.savez_compressed(buf, x=x.cpu().numpy())
-    atomic_write(out / "final_states.npz", buf.getvalue())
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2).encode())
+    summary = simulate_run(out_dir, **args.model_dump(), device=dev, force=force)
+    elapsed = summary["elapsed_s"]
     console.print(
         f"simulated {args.systems} x {args.n} tokens in d = {args.d} for {args.steps} steps in {elapsed:.2f} s"
         f" ({elapsed / args.steps:.3g} s/step, metrics {summary['metrics_s']:.2f} s,"
-        f" peak RSS {summary['peak_rss_bytes'] / 2**20:.0f} MiB) -> {out}"
+        f" peak RSS {summary['peak_rss_bytes'] / 2**20:.0f} MiB) -> {out_dir}"
     )
 
 
@@ -461,29 +402,72 @@ class TwoPointArgs(BaseModel):
 @theory_app.command("two-point")
 @guarded
 def two_point(
-    model: Annotated[str, typer.Option("--model")] = "value-noise",
+    ctx: typer.Context,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="value-noise (model A), or MODULE:FACTORY, a model of your own: MODULE is imported and FACTORY "
+            "called, which runs their code (trust them as you trust PYTHONPATH)",
+        ),
+    ] = "value-noise",
     d: Annotated[int, typer.Option("--d")] = 4,
-    beta: Annotated[float, typer.Option("--beta")] = 1.0,
+    beta: Annotated[float, typer.Option("--beta", help="value-noise only")] = 1.0,
     rho0: Annotated[float, typer.Option("--rho0")] = 0.0,
-    sigma: Annotated[float, typer.Option("--sigma")] = 1.0,
+    sigma: Annotated[float, typer.Option("--sigma", help="value-noise only")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Exit law and boundary exponents of the two-token overlap diffusion."""
-    args = validate(TwoPointArgs, dict(model=model, d=d, beta=beta, rho0=rho0, sigma=sigma))
-    from .theory import value_noise as A
+    """Exit law and boundary exponents of the two-token overlap diffusion.
 
-    motion = A.two_point_motion(args.d, args.beta, args.sigma)
-    res = {
-        "model": args.model,
-        "d": args.d,
-        "beta": args.beta,
-        "rho0": args.rho0,
-        "sigma": args.sigma,
-        "beta_c": A.beta_c(args.d),
-        "p_antipodal": motion.p_antipodal(args.rho0),
-        "exponent_collapse": motion.exponent_collapse,
-        "exponent_antipodal": motion.exponent_antipodal,
-    }
+    --model MODULE:FACTORY takes a model of your own (e.g. a tokensde.models.KernelModel, or any object with a
+    two_point(d) method; docs/models.md, "Bring your own model"). This imports MODULE and calls FACTORY(): it
+    executes their code, with the same trust as PYTHONPATH. Its parameters are the factory's (no --beta, --sigma).
+    """
+    if ":" not in model:  # a built-in model
+        if model != "value-noise":
+            fail(f"--model: must be value-noise or MODULE:FACTORY (a model of your own), got {model!r}")
+        args = validate(TwoPointArgs, dict(model=model, d=d, beta=beta, rho0=rho0, sigma=sigma))
+        from .theory import value_noise as A
+
+        motion = A.two_point_motion(args.d, args.beta, args.sigma)
+        res = {
+            "model": args.model,
+            "d": args.d,
+            "beta": args.beta,
+            "rho0": args.rho0,
+            "sigma": args.sigma,
+            "beta_c": A.beta_c(args.d),
+            "p_antipodal": motion.p_antipodal(args.rho0),
+            "exponent_collapse": motion.exponent_collapse,
+            "exponent_antipodal": motion.exponent_antipodal,
+        }
+    else:  # MODULE:FACTORY: a user model (this imports and runs its code)
+        for flag, name in (("--beta", "beta"), ("--sigma", "sigma")):  # given, not defaulted: refused
+            if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP"):
+                fail(f"{flag}: applies to --model value-noise only; a MODULE:FACTORY model takes its parameters "
+                     "from its factory")  # fmt: skip
+        args = validate(TwoPointArgs, dict(model="value-noise", d=d, beta=1.0, rho0=rho0, sigma=1.0))
+        from .models import load_model
+
+        user = load_model(model, what="--model")  # UsageError naming --model: one line, exit 2
+        make = getattr(user, "two_point", None)
+        if not callable(make):
+            fail(f"--model: {model!r} gives a {type(user).__name__} without a two_point(d) method "
+                 "(wrap a kernel in tokensde.models.KernelModel)")  # fmt: skip
+        try:
+            motion = make(args.d)
+            res = {
+                "model": model,
+                "d": args.d,
+                "rho0": args.rho0,
+                "p_antipodal": float(motion.p_antipodal(args.rho0)),
+                "exponent_collapse": float(motion.exponent_collapse),
+                "exponent_antipodal": float(motion.exponent_antipodal),
+            }
+        except Exception as e:  # noqa: BLE001 - the user's model failed or broke an assumption: their input
+            fail(f"--model: {model!r} in d = {args.d}: {type(e).__name__}: {e}")
+        # a user kernel may leave the antipode non-absorbing: its exponent is then undefined (null, not NaN)
+        res = {k: None if isinstance(v, float) and v != v else v for k, v in res.items()}
     if as_json:
         sys.stdout.write(json.dumps(res, allow_nan=False) + "\n")  # strict JSON: a NaN is a bug, not output
         return
@@ -536,20 +520,24 @@ def schema(
     name: Annotated[str | None, typer.Argument(help="experiment name (default: all)")] = None,
     fmt: Annotated[str, typer.Option("--format", help="text (as run NAME --help), markdown or json")] = "text",
 ) -> None:
-    """Print the config keys of an experiment: types, defaults, allowed ranges (text, Markdown or JSON Schema)."""
-    from .experiments import REGISTRY
+    """Print the config keys of an experiment: types, defaults, allowed ranges (text, Markdown or JSON Schema).
+
+    Covers the catalogue and the experiments named in $TOKENSDE_EXPERIMENTS.
+    """
     from .experiments import schema as sch
+    from .experiments.registry import available_experiments
 
     if fmt not in ("text", "markdown", "json"):
         fail(f"format: must be text, markdown or json, got {fmt!r}")
-    if name is not None and name not in REGISTRY:
-        fail(f"name: unknown experiment {name!r} (allowed: {', '.join(REGISTRY)})")
-    exps = [REGISTRY[name]] if name is not None else list(REGISTRY.values())
+    registry = available_experiments()
+    if name is not None and name not in registry:
+        fail(f"name: unknown experiment {name!r} (allowed: {', '.join(registry)})")
+    exps = [registry[name]] if name is not None else list(registry.values())
     if fmt == "json":
         schemas = {e.name: sch.json_schema(e) for e in exps}
         text = json.dumps(schemas[name] if name is not None else schemas, indent=2) + "\n"
     elif fmt == "markdown":
-        text = sch.markdown_section(exps[0]) if name is not None else sch.markdown_doc(REGISTRY)
+        text = sch.markdown_section(exps[0]) if name is not None else sch.markdown_doc(registry)
     else:
         text = "\n".join(sch.help_text(e) for e in exps)
     sys.stdout.write(text)

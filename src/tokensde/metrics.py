@@ -204,12 +204,37 @@ def _scan(
 
 # --------------------------------------------------------------------------- clusters
 def cluster_labels(x: Tensor, eps: float = EPS, *, chunk: int | None = None) -> np.ndarray:
-    """Cluster label of every token, ``(B, n)`` int array (components of ``<x_i, x_j> > 1 - eps``).
+    r"""Cluster label of every token, ``(B, n)`` int array (components of ``<x_i, x_j> > 1 - eps``).
 
     Labels are numbered by first appearance (token 0 is in cluster 0), exactly as
     ``scipy.sparse.csgraph.connected_components`` numbers the dense graph. Cost
     ``O(B n^2 d)`` time, blocks of ``chunk`` rows (module docstring); with ``chunk < n``
     each block also costs ``O(chunk k)`` with ``k`` the components merged so far.
+
+    .. math:: i \sim j \iff \langle x_i, x_j\rangle > 1 - \varepsilon \ \text{(transitive closure)}
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+        Tokens on the sphere.
+    eps : float
+        Cluster threshold: ``<x_i, x_j> > 1 - eps`` links two tokens (default ``EPS = 1e-2``).
+    chunk : int, optional
+        Rows per block (module docstring).
+
+    Returns
+    -------
+    ndarray ``(B, n)`` of int
+
+    Examples
+    --------
+    >>> from tokensde.metrics import cluster_labels
+    >>> import torch
+    >>> e = torch.eye(3, dtype=torch.float64)
+    >>> # (3, 3, 3): an antipodal pair of clusters; three orthogonal tokens; one point
+    >>> x = torch.stack([torch.stack([e[0], e[0], -e[0]]), e, e[[1, 1, 1]]])
+    >>> cluster_labels(x).tolist()
+    [[0, 0, 1], [0, 1, 2], [0, 0, 0]]
     """
     labels = _scan(x, eps=eps, chunk=chunk).labels
     assert labels is not None
@@ -221,14 +246,66 @@ def _pair_overlap(x: Tensor) -> Tensor:
 
 
 def n_clusters(x: Tensor, eps: float = EPS, *, chunk: int | None = None) -> np.ndarray:
-    """Number of clusters per system, ``(B,)``; cost as :func:`cluster_labels` (``O(B d)`` for two tokens)."""
+    """Number of clusters per system, ``(B,)``; cost as :func:`cluster_labels` (``O(B d)`` for two tokens).
+
+    The number of connected components of the graph ``<x_i, x_j> > 1 - eps``.
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+        Tokens on the sphere.
+    eps : float
+        Cluster threshold: ``<x_i, x_j> > 1 - eps`` links two tokens (default ``EPS = 1e-2``).
+    chunk : int, optional
+        Rows per block (module docstring).
+
+    Returns
+    -------
+    ndarray ``(B,)`` of int
+
+    Examples
+    --------
+    >>> from tokensde.metrics import n_clusters
+    >>> import torch
+    >>> e = torch.eye(3, dtype=torch.float64)
+    >>> # (3, 3, 3): an antipodal pair of clusters; three orthogonal tokens; one point
+    >>> x = torch.stack([torch.stack([e[0], e[0], -e[0]]), e, e[[1, 1, 1]]])
+    >>> n_clusters(x).tolist()
+    [2, 3, 1]
+    """
     if x.shape[-2] == 2:
         return np.where((_pair_overlap(x) > 1.0 - eps).cpu().numpy(), 1, 2)
     return cluster_labels(x, eps, chunk=chunk).max(axis=1) + 1
 
 
 def is_collapsed(x: Tensor, eps: float = EPS, *, chunk: int | None = None) -> np.ndarray:
-    """``True`` where a system has a single cluster, ``(B,)``; cost as :func:`n_clusters`."""
+    """``True`` where a system has a single cluster, ``(B,)``; cost as :func:`n_clusters`.
+
+    ``n_clusters(x, eps) == 1``.
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+        Tokens on the sphere.
+    eps : float
+        Cluster threshold: ``<x_i, x_j> > 1 - eps`` links two tokens (default ``EPS = 1e-2``).
+    chunk : int, optional
+        Rows per block (module docstring).
+
+    Returns
+    -------
+    ndarray ``(B,)`` of bool
+
+    Examples
+    --------
+    >>> from tokensde.metrics import is_collapsed
+    >>> import torch
+    >>> e = torch.eye(3, dtype=torch.float64)
+    >>> # (3, 3, 3): an antipodal pair of clusters; three orthogonal tokens; one point
+    >>> x = torch.stack([torch.stack([e[0], e[0], -e[0]]), e, e[[1, 1, 1]]])
+    >>> is_collapsed(x).tolist()
+    [False, False, True]
+    """
     return n_clusters(x, eps, chunk=chunk) == 1
 
 
@@ -245,7 +322,31 @@ def _antipodal_from_labels(x: Tensor, labels: np.ndarray, eps: float) -> np.ndar
 def is_antipodal(x: Tensor, eps: float = EPS, *, chunk: int | None = None) -> np.ndarray:
     """``True`` where a system has exactly two clusters with centres at overlap ``< -1 + eps``, ``(B,)``.
 
-    Cost as :func:`cluster_labels` (``O(B d)`` for two tokens).
+    Cost as :func:`cluster_labels` (``O(B d)`` for two tokens). With ``c_k = N(sum_{i in k} x_i)``
+    the normalised centres of the two clusters: ``<c_0, c_1> < -1 + eps``.
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+        Tokens on the sphere.
+    eps : float
+        Cluster threshold: ``<x_i, x_j> > 1 - eps`` links two tokens (default ``EPS = 1e-2``).
+    chunk : int, optional
+        Rows per block (module docstring).
+
+    Returns
+    -------
+    ndarray ``(B,)`` of bool
+
+    Examples
+    --------
+    >>> from tokensde.metrics import is_antipodal
+    >>> import torch
+    >>> e = torch.eye(3, dtype=torch.float64)
+    >>> # (3, 3, 3): an antipodal pair of clusters; three orthogonal tokens; one point
+    >>> x = torch.stack([torch.stack([e[0], e[0], -e[0]]), e, e[[1, 1, 1]]])
+    >>> is_antipodal(x).tolist()
+    [True, False, False]
     """
     if x.shape[-2] == 2:
         return (_pair_overlap(x) < -1.0 + eps).cpu().numpy()
@@ -258,6 +359,32 @@ def interaction_energy(x: Tensor, beta: float, *, chunk: int | None = None) -> T
 
     Blocks of ``chunk`` rows, each summed in ``x``'s dtype and accumulated in float64;
     ``O(B n^2 d)`` time.
+
+    .. math:: E_\beta(X) = \frac{1}{2 n^2} \sum_{i,j} \big(e^\beta - e^{\beta \langle x_i, x_j\rangle}\big)
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+        Tokens on the sphere.
+    beta : float
+        Inverse temperature.
+    chunk : int, optional
+        Rows per block (module docstring).
+
+    Returns
+    -------
+    Tensor ``(B,)``
+        In ``x``'s dtype and on its device.
+
+    Examples
+    --------
+    >>> from tokensde.metrics import interaction_energy
+    >>> import torch
+    >>> e = torch.eye(3, dtype=torch.float64)
+    >>> # (3, 3, 3): an antipodal pair of clusters; three orthogonal tokens; one point
+    >>> x = torch.stack([torch.stack([e[0], e[0], -e[0]]), e, e[[1, 1, 1]]])
+    >>> interaction_energy(x, 1.0).round(decimals=4).tolist()  # 4 (e - 1/e) / 18, (e - 1) / 3, 0
+    [0.5223, 0.5728, 0.0]
     """
     energy = _scan(x, beta=float(beta), chunk=chunk).energy
     assert energy is not None
@@ -271,9 +398,36 @@ def _mean_overlap(x: Tensor) -> Tensor:
 
 
 def overlap_stats(x: Tensor, *, chunk: int | None = None) -> dict[str, Tensor]:
-    """Mean overlap over all ordered pairs ``(i, j)`` *including* ``i = j``, i.e. ``|sum_i x_i|^2 / n^2``
+    r"""Mean overlap over all ordered pairs ``(i, j)`` *including* ``i = j``, i.e. ``|sum_i x_i|^2 / n^2``
     (``O(B n d)``, no Gram matrix), and minimum and maximum overlap over ``i != j`` (blocks of
     ``chunk`` rows, ``O(B n^2 d)``; ``+inf`` and ``-inf`` when ``n = 1``), per system.
+
+    .. math::
+
+        \bar\rho = \frac{1}{n^2} \sum_{i,j} \langle x_i, x_j\rangle = \Big|\frac1n \sum_i x_i\Big|^2, \qquad
+        \min_{i \ne j} \langle x_i, x_j\rangle, \qquad \max_{i \ne j} \langle x_i, x_j\rangle
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+        Tokens on the sphere.
+    chunk : int, optional
+        Rows per block (module docstring).
+
+    Returns
+    -------
+    dict of str to Tensor ``(B,)``
+        ``mean_overlap``, ``min_overlap``, ``max_overlap``.
+
+    Examples
+    --------
+    >>> from tokensde.metrics import overlap_stats
+    >>> import torch
+    >>> e = torch.eye(3, dtype=torch.float64)
+    >>> # (3, 3, 3): an antipodal pair of clusters; three orthogonal tokens; one point
+    >>> x = torch.stack([torch.stack([e[0], e[0], -e[0]]), e, e[[1, 1, 1]]])
+    >>> {k: v.round(decimals=4).tolist() for k, v in overlap_stats(x).items()}
+    {'mean_overlap': [0.1111, 0.3333, 1.0], 'min_overlap': [-1.0, 0.0, 1.0], 'max_overlap': [1.0, 0.0, 1.0]}
     """
     scan = _scan(x, extremes=True, chunk=chunk)
     assert scan.min_overlap is not None and scan.max_overlap is not None
@@ -287,6 +441,30 @@ def effective_rank(x: Tensor) -> Tensor:
     matrix ``X^T X``; the smaller of the two is formed in float64 (``O(B n min(n, d)^2)``
     time, ``O(B min(n, d)^2)`` extra memory) and diagonalised. Rounding of the tiny
     eigenvalues (clamped at 0) changes the result by ``O(1e-16 n)`` at most.
+
+    .. math:: r_{\mathrm{eff}}(X) = \exp\Big(-\sum_k p_k \log p_k\Big), \qquad p_k = \frac{s_k}{\sum_l s_l},
+
+    ``s_k`` the eigenvalues of ``G = X X^T``; between 1 and ``min(n, d)``.
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+        Tokens.
+
+    Returns
+    -------
+    Tensor ``(B,)``
+        In ``x``'s dtype.
+
+    Examples
+    --------
+    >>> from tokensde.metrics import effective_rank
+    >>> import torch
+    >>> e = torch.eye(3, dtype=torch.float64)
+    >>> # (3, 3, 3): an antipodal pair of clusters; three orthogonal tokens; one point
+    >>> x = torch.stack([torch.stack([e[0], e[0], -e[0]]), e, e[[1, 1, 1]]])
+    >>> effective_rank(x).round(decimals=4).tolist()
+    [1.0, 3.0, 1.0]
     """
     xd = x.double()
     m = xd.transpose(-1, -2) @ xd if x.shape[-2] >= x.shape[-1] else xd @ xd.transpose(-1, -2)
@@ -297,7 +475,39 @@ def effective_rank(x: Tensor) -> Tensor:
 
 
 def summary(x: Tensor, beta: float, eps: float = EPS, *, chunk: int | None = None) -> dict[str, np.ndarray]:
-    """All metrics per system as NumPy arrays, the pair metrics in one blocked pass (``O(B n^2 d)``)."""
+    """All metrics per system as NumPy arrays, the pair metrics in one blocked pass (``O(B n^2 d)``).
+
+    The values of :func:`n_clusters`, :func:`is_collapsed`, :func:`is_antipodal`,
+    :func:`interaction_energy` (``E_beta``), :func:`effective_rank` and :func:`overlap_stats`.
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+        Tokens on the sphere.
+    beta : float
+        Inverse temperature of the energy.
+    eps : float
+        Cluster threshold.
+    chunk : int, optional
+        Rows per block (module docstring).
+
+    Returns
+    -------
+    dict of str to ndarray ``(B,)``
+        ``n_clusters``, ``collapsed``, ``antipodal``, ``energy``, ``effective_rank``,
+        ``mean_overlap``, ``min_overlap``, ``max_overlap``.
+
+    Examples
+    --------
+    >>> from tokensde.metrics import summary
+    >>> import torch
+    >>> e = torch.eye(3, dtype=torch.float64)
+    >>> # (3, 3, 3): an antipodal pair of clusters; three orthogonal tokens; one point
+    >>> x = torch.stack([torch.stack([e[0], e[0], -e[0]]), e, e[[1, 1, 1]]])
+    >>> s = summary(x, beta=1.0)
+    >>> s["n_clusters"].tolist(), s["antipodal"].tolist(), s["energy"].round(4).tolist()
+    ([2, 3, 1], [True, False, False], [0.5223, 0.5728, 0.0])
+    """
     if x.shape[-2] == 2:
         nc, anti = n_clusters(x, eps), is_antipodal(x, eps)
         scan = _scan(x, beta=float(beta), extremes=True, chunk=chunk)

@@ -22,7 +22,6 @@ split into chunks (as long as chunks are unions of blocks), nor on other cells.
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 import torch
@@ -43,7 +42,34 @@ SLAB = 16
 
 
 def derive_seed(seed: int, *key: object) -> int:
-    """A 63-bit seed derived from ``seed`` and a key (strings, numbers), stable across runs."""
+    r"""A 63-bit seed derived from ``seed`` and a key (strings, numbers), stable across runs.
+
+    The key's ``repr`` is hashed (SHA-256) into the spawn key of a
+    :class:`numpy.random.SeedSequence` with entropy ``seed``; its first 64-bit word,
+    shifted right by one bit, is the result (so it fits a signed 64-bit seed):
+
+    .. math:: s = \mathrm{SeedSequence}(\mathrm{seed}, \mathrm{sha256}(\mathrm{key}))_0 \gg 1
+
+    Parameters
+    ----------
+    seed : int
+        Base seed.
+    *key : object
+        Strings and numbers identifying the stream.
+
+    Returns
+    -------
+    int
+        In ``[0, 2^63)``; the same on every machine and Python version.
+
+    Examples
+    --------
+    >>> from tokensde.noise import derive_seed
+    >>> derive_seed(0, "cell", 1)
+    6515111212377249922
+    >>> derive_seed(0, "cell", 2) != derive_seed(0, "cell", 1)
+    True
+    """
     digest = hashlib.sha256(repr(tuple(key)).encode()).digest()
     words = [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
     ss = np.random.SeedSequence(entropy=int(seed), spawn_key=tuple(words))
@@ -51,7 +77,7 @@ def derive_seed(seed: int, *key: object) -> int:
 
 
 class NoiseStream:
-    """Standard normals of shape ``(B, *shape)`` per step for systems ``start..stop``.
+    r"""Standard normals of shape ``(B, *shape)`` per step for systems ``start..stop``.
 
     Parameters
     ----------
@@ -65,6 +91,30 @@ class NoiseStream:
         Shape of one system's draw per step.
     start, stop : int
         The systems this instance serves; must be block-aligned (``stop`` may equal ``total``).
+    dtype, device : optional
+        Of the draws (default float32, CPU).
+    block : int
+        Systems per generator (256).
+    slab : int
+        Steps drawn at once (16).
+
+    Notes
+    -----
+    Block ``k`` (systems ``k block .. (k+1) block - 1``) draws from a generator seeded with
+    ``derive_seed(seed, *key, k)``, ``slab`` steps at a time: step ``t`` of system ``i``
+    is the same number whichever chunk ``[start, stop)`` serves it,
+
+    .. math:: \xi_{t, i} \sim \mathcal N(0, I), \quad \text{i.i.d. over } t, i.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.noise import NoiseStream
+    >>> whole = NoiseStream(seed=0, key=("cell", 1), total=512, shape=(2, 3))
+    >>> second = NoiseStream(seed=0, key=("cell", 1), total=512, shape=(2, 3), start=256)
+    >>> xi = whole.next()
+    >>> tuple(xi.shape), torch.equal(second.next(), xi[256:])
+    ((512, 2, 3), True)
     """
 
     def __init__(
@@ -175,19 +225,19 @@ class NoiseStream:
         return out
 
 
-def entry_law(xi: Tensor, law: str) -> Tensor:
-    """Map standard normals to mean-0, variance-1 entries of the given law.
+def entry_law(xi: Tensor, law: str, nu: float = 5.0, p: float = 0.5) -> Tensor:
+    """Map standard normals to the entries of the given law (delegates to :func:`tokensde.laws.entries`).
 
     ``gaussian``: identity; ``rademacher``: ``sign(xi)``; ``uniform``:
-    ``sqrt(3) (2 Phi(xi) - 1)``, uniform on ``[-sqrt 3, sqrt 3]``.
+    ``sqrt(3) (2 Phi(xi) - 1)``, uniform on ``[-sqrt 3, sqrt 3]``; ``student``
+    (``nu`` degrees of freedom, variance 1 for ``nu > 2``, unscaled otherwise);
+    ``sparse`` (Bernoulli(``p``)-masked normal over ``sqrt(p)``); ``haar``
+    (``sqrt(d) Q``, ``Q`` Haar, for ``xi`` of shape ``(..., d, d)``). All mean 0,
+    variance 1 (``student`` with ``nu <= 2``: infinite); see :mod:`tokensde.laws`.
     """
-    if law == "gaussian":
-        return xi
-    if law == "rademacher":
-        return torch.where(xi >= 0, 1.0, -1.0).to(xi.dtype)
-    if law == "uniform":
-        return math.sqrt(3.0) * torch.erf(xi / math.sqrt(2.0))
-    raise ValueError(f"law must be one of gaussian, rademacher, uniform; got {law!r}")
+    from .laws import entries
+
+    return entries(xi, law, nu, p)
 
 
 def gram_factor(a: Tensor) -> Tensor:
@@ -196,7 +246,28 @@ def gram_factor(a: Tensor) -> Tensor:
     ``a`` has shape ``(B, n, d)``. For ``n = 2`` the closed-form Cholesky factor
     (rank deficiency handled by clamping the Schur complement at 0); otherwise
     ``F = R^T`` from the QR decomposition ``a^T = Q R``, valid also when ``a``
-    is rank deficient.
+    is rank deficient:
+
+    .. math:: a^\top = Q R \ \Rightarrow\ a a^\top = R^\top Q^\top Q R = R^\top R, \qquad F = R^\top.
+
+    Parameters
+    ----------
+    a : Tensor ``(B, n, d)``
+        Rows ``a_i`` (e.g. the attention barycenters of model A), ``n <= d``.
+
+    Returns
+    -------
+    Tensor ``(B, n, n)``
+        Lower triangular.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.noise import gram_factor
+    >>> a = torch.tensor([[[1.0, 0.0, 0.0], [0.6, 0.8, 0.0]]], dtype=torch.float64)
+    >>> f = gram_factor(a)
+    >>> f.tolist(), torch.allclose(f @ f.mT, a @ a.mT)
+    ([[[1.0, 0.0], [0.6, 0.8]]], True)
     """
     n = a.shape[-2]
     if n == 2:
@@ -221,17 +292,87 @@ def kernel_factor(c: Tensor) -> Tensor:
     r"""An exact factor ``F F^T = C`` of a symmetric positive semi-definite kernel matrix.
 
     Uses the eigendecomposition ``C = U diag(lambda) U^T``, ``F = U diag(sqrt(max(lambda, 0)))``,
-    so singular kernels (equal tokens) are handled exactly.
+    so singular kernels (equal tokens) are handled exactly:
+
+    .. math::
+
+        C = U \operatorname{diag}(\lambda) U^\top, \qquad F = U \operatorname{diag}\big(\sqrt{\max(\lambda, 0)}\big).
+
+    Parameters
+    ----------
+    c : Tensor ``(..., n, n)``
+        Symmetric positive semi-definite.
+
+    Returns
+    -------
+    Tensor ``(..., n, n)``
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.noise import kernel_factor
+    >>> c = torch.ones(1, 2, 2, dtype=torch.float64)  # two equal tokens: rank 1
+    >>> f = kernel_factor(c)
+    >>> (f @ f.mT).round(decimals=6).tolist()
+    [[[1.0, 1.0], [1.0, 1.0]]]
     """
     evals, evecs = torch.linalg.eigh(c)
     return evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)
 
 
 def matrix_increment(a: Tensor, xi: Tensor) -> Tensor:
-    r"""``dM_i = xi a_i`` for a ``(B, d, d)`` matrix ``xi``: returns ``a xi^T``, shape ``(B, n, d)``."""
+    r"""``dM_i = xi a_i`` for a ``(B, d, d)`` matrix ``xi``: returns ``a xi^T``, shape ``(B, n, d)``.
+
+    The matrix route: with ``xi`` standard normals, ``E[dM_i dM_j^T] = <a_i, a_j> I_d``,
+
+    .. math:: dM_i = \xi\, a_i, \qquad (dM_1^k, \dots, dM_n^k) \sim \mathcal N(0, a a^\top).
+
+    Parameters
+    ----------
+    a : Tensor ``(B, n, d)``
+        Rows ``a_i``.
+    xi : Tensor ``(B, d, d)``
+        The layer's matrix of normals.
+
+    Returns
+    -------
+    Tensor ``(B, n, d)``
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.noise import matrix_increment
+    >>> a = torch.tensor([[[1.0, 0.0, 0.0], [0.6, 0.8, 0.0]]])
+    >>> matrix_increment(a, 2.0 * torch.eye(3).unsqueeze(0)).tolist()
+    [[[2.0, 0.0, 0.0], [1.2000000476837158, 1.600000023841858, 0.0]]]
+    """
     return a @ xi.transpose(-1, -2)
 
 
 def kernel_increment(factor: Tensor, xi: Tensor) -> Tensor:
-    r"""``dM = F xi`` for ``F`` ``(B, n, n)`` and ``xi`` ``(B, n, d)``."""
+    r"""``dM = F xi`` for ``F`` ``(B, n, n)`` and ``xi`` ``(B, n, d)``.
+
+    The kernel route: with ``F F^T = C`` and ``xi`` standard normals,
+
+    .. math:: dM = F \xi, \qquad (dM_1^k, \dots, dM_n^k) \sim \mathcal N(0, C) \text{ for every coordinate } k.
+
+    Parameters
+    ----------
+    factor : Tensor ``(B, n, n)``
+        ``F`` (:func:`gram_factor`, :func:`kernel_factor`).
+    xi : Tensor ``(B, n, d)``
+        Standard normals.
+
+    Returns
+    -------
+    Tensor ``(B, n, d)``
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.noise import kernel_increment
+    >>> f = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # C = 1 1^T: both tokens get the same increment
+    >>> kernel_increment(f, torch.tensor([[[0.5, -1.0], [3.0, 3.0]]])).tolist()
+    [[[0.5, -1.0], [0.5, -1.0]]]
+    """
     return factor @ xi

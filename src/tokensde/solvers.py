@@ -1,24 +1,26 @@
 r"""Integrators on the product of spheres for equation (*).
 
-A model supplies, at a state ``X`` and standard normals ``xi``, the drift ``b``
-(ambient, or ``None``), the diagonal ``C_ii`` of its noise kernel and the unit
-noise ``dM / sqrt(dt)`` (:meth:`coefficients`), and for its discrete stack one
-random layer (:meth:`layer`). Solvers declare their orders as diffrax and
-torchsde do.
+A model (the contract of :mod:`tokensde.models.base`) supplies, at a state ``X``
+and standard normals ``xi``, the drift ``b`` (ambient, or ``None``), the diagonal
+``C_ii`` of its noise kernel and the unit noise ``dM / sqrt(dt)``
+(:meth:`coefficients`), and for its discrete stack one random layer
+(:meth:`layer`). A solver turns a model into a step ``step(x, xi, dt)``
+(:meth:`prepare`, where a model's fast route is taken when it offers one); the
+engine (:mod:`tokensde.engine`) drives the steps. Solvers declare their orders
+as diffrax and torchsde do.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from .noise import BLOCK, NoiseStream
+from .engine import BrownianPath, Hooks, Run, Solution, integrate, integrate_runs
 from .sphere import normalize, tangent_project
 
 __all__ = [
@@ -28,8 +30,8 @@ __all__ = [
     "EulerMaruyama",
     "Stack",
     "SOLVERS",
+    "resolve_solver",
     "simulate",
-    "SimResult",
     "integrate_ode",
     "StratonovichHeun",
     "stratonovich_coefficients",
@@ -42,7 +44,7 @@ __all__ = [
 class LimitModel(Protocol):
     """What an SDE integrator needs: the coefficients of (*) and the normals per step."""
 
-    def coefficients(self, x: Tensor, xi: Tensor) -> tuple[Tensor | None, Tensor, Tensor]: ...
+    def coefficients(self, x: Tensor, xi: Tensor | None) -> tuple[Tensor | None, Tensor, Tensor | None]: ...
 
     def noise_shape(self, n: int, d: int, discrete: bool = False) -> tuple[int, ...]: ...
 
@@ -75,9 +77,21 @@ class EulerMaruyama:
     weak_order: float = 1.0
     discrete: bool = False
 
-    def step(self, model: LimitModel, x: Tensor, xi: Tensor, dt: float) -> Tensor:
-        b, cdiag, m = model.coefficients(x, xi)
-        incr = math.sqrt(dt) * m if b is None else torch.add(dt * b, m, alpha=math.sqrt(dt))
+    def prepare(self, model: Any, x: Tensor, compile: bool = False) -> Step:
+        """The step for states like ``x``: the model's fused route when it offers one, else :meth:`step`."""
+        fused = model.fused_euler(x, compile) if callable(getattr(model, "fused_euler", None)) else None
+        return fused if fused is not None else (lambda x, xi, dt: self.step(model, x, xi, dt))
+
+    def step(self, model: LimitModel, x: Tensor, xi: Tensor | None, dt: float) -> Tensor:
+        return self.update(x, *model.coefficients(x, xi), dt)
+
+    @staticmethod
+    def update(x: Tensor, b: Tensor | None, cdiag: Tensor, m: Tensor | None, dt: float) -> Tensor:
+        """The step from the coefficients at ``x``: drift ``b``, ``C_ii`` ``(B, n)``, unit noise ``m`` (or ``None``)."""
+        if m is None:  # no noise drawn (a path-less run)
+            incr = dt * b if b is not None else torch.zeros_like(x)
+        else:
+            incr = math.sqrt(dt) * m if b is None else torch.add(dt * b, m, alpha=math.sqrt(dt))
         # x shrink + P_x incr = incr + (shrink - <x, incr>) x: three passes over the tokens
         coef = 1.0 - (0.5 * (x.shape[-1] - 1) * dt) * cdiag.unsqueeze(-1) - torch.linalg.vecdot(x, incr).unsqueeze(-1)
         return normalize(torch.addcmul(incr, x, coef))
@@ -96,6 +110,10 @@ class Stack:
     strong_order: float = 0.5
     weak_order: float = 1.0
     discrete: bool = True
+
+    def prepare(self, model: Any, x: Tensor, compile: bool = False) -> Step:
+        """The model's layer as the step."""
+        return model.layer  # type: ignore[no-any-return]
 
     def step(self, model: StackModel, x: Tensor, xi: Tensor, dt: float) -> Tensor:
         return model.layer(x, xi, dt)
@@ -122,12 +140,19 @@ def stratonovich_coefficients(model: LimitModel, x: Tensor, xi: Tensor) -> tuple
     the fused attention kernels.)
     """
     b, _, m = model.coefficients(x, xi)
+    assert m is not None
     closed = getattr(model, "stratonovich_correction", None)
     corr = closed(x) if closed is not None else None
     if corr is None:
         corr = _correction_by_differences(model, x, xi)
     drift = -0.5 * corr if b is None else b - 0.5 * corr
     return tangent_project(x, drift), tangent_project(x, m)
+
+
+def _noise(model: LimitModel, x: Tensor, xi: Tensor) -> Tensor:
+    m = model.coefficients(x, xi)[2]
+    assert m is not None
+    return m
 
 
 def _correction_by_differences(model: LimitModel, x: Tensor, xi: Tensor) -> Tensor:
@@ -142,16 +167,16 @@ def _correction_by_differences(model: LimitModel, x: Tensor, xi: Tensor) -> Tens
         corr = torch.zeros_like(x)
         for e in eye:
             ek = e.expand(bsz, *e.shape)
-            g_k = tangent_project(x, model.coefficients(x, ek)[2])
-            plus = model.coefficients(x + h * g_k, ek)[2]
-            minus = model.coefficients(x - h * g_k, ek)[2]
+            g_k = tangent_project(x, _noise(model, x, ek))
+            plus = _noise(model, x + h * g_k, ek)
+            minus = _noise(model, x - h * g_k, ek)
             corr = corr + (plus - minus) / (2.0 * h)
     else:
         # all k directions in one batch of k * B systems, then all 2k differences in one batch
         xs = x.unsqueeze(0).expand(k, *x.shape).reshape(k * bsz, *x.shape[1:])
         es = eye.unsqueeze(1).expand(k, bsz, *eye.shape[1:]).reshape(k * bsz, *eye.shape[1:])
-        g = tangent_project(xs, model.coefficients(xs, es)[2])
-        both = model.coefficients(torch.cat([xs + h * g, xs - h * g]), torch.cat([es, es]))[2]
+        g = tangent_project(xs, _noise(model, xs, es))
+        both = _noise(model, torch.cat([xs + h * g, xs - h * g]), torch.cat([es, es]))
         plus, minus = both[: k * bsz], both[k * bsz :]
         corr = ((plus - minus) / (2.0 * h)).reshape(k, *x.shape).sum(0)
     return corr
@@ -181,7 +206,16 @@ class StratonovichHeun:
     strong_order_commutative: float = 1.0
     discrete: bool = False
 
-    def step(self, model: LimitModel, x: Tensor, xi: Tensor, dt: float) -> Tensor:
+    def prepare(self, model: Any, x: Tensor, compile: bool = False) -> Step:
+        """The step, once the model's noise is checked to be linear in the normals."""
+        check = getattr(model, "linear_noise", None)
+        if check is None or not check(x.shape[-2], x.shape[-1]):
+            raise ValueError("the Heun scheme needs a noise linear in the normals at every state (a matrix route)")
+        return lambda x, xi, dt: self.step(model, x, xi, dt)
+
+    def step(self, model: LimitModel, x: Tensor, xi: Tensor | None, dt: float) -> Tensor:
+        if xi is None:
+            raise ValueError("the Heun scheme needs the step's normals")
         check = getattr(model, "linear_noise", None)
         if check is None or not check(x.shape[-2], x.shape[-1]):
             raise ValueError("the Heun scheme needs a noise linear in the normals at every state (a matrix route)")
@@ -199,13 +233,19 @@ SOLVERS: dict[str, EulerMaruyama | Stack | StratonovichHeun] = {
 }
 
 
-@dataclass
-class SimResult:
-    """Final states ``x`` ``(B, n, d)`` and, if recorded, ``traj`` ``(K, B, n, d)`` at ``times``."""
+def resolve_solver(solver: Any) -> Any:
+    """A solver object from a name of :data:`SOLVERS` (or the object itself)."""
+    if isinstance(solver, str):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
+        return SOLVERS[solver]
+    if not callable(getattr(solver, "prepare", None)):
+        raise ValueError(f"a solver needs a prepare(model, x, compile) method, got {type(solver).__name__}")
+    return solver
 
-    x: Tensor
-    times: list[float] = field(default_factory=list)
-    traj: Tensor | None = None
+
+def _progress(on_step: Callable[[int], None] | None) -> Hooks | None:
+    return None if on_step is None else Hooks(progress=lambda k, active: on_step(k))
 
 
 def simulate(
@@ -220,61 +260,24 @@ def simulate(
     chunk: int | None = None,
     on_step: Callable[[int], None] | None = None,
     compile: bool = False,
-) -> SimResult:
+) -> Solution:
     """Integrate ``steps`` steps from ``x0`` ``(B, n, d)`` with reproducible common noise.
 
-    Systems are processed in chunks of ``chunk`` systems (a multiple of the
-    noise block, 256); each system's noise depends only on ``(seed, key,
-    its index)``, so the result does not depend on ``chunk``.
-    ``on_step(k)`` is called after every step of every chunk (progress bars).
-    Two-token model-A systems use the fused step :func:`pair_euler_step`;
-    ``compile=True`` runs it coordinate-major (:func:`pair_euler_slab`) as
-    :func:`torch.compile`-d calls of up to 16 steps, each one vectorised loop
-    over systems: about a minute to compile the first time for a new ``d``
-    or chunk size (cached on disk afterwards), then a step costs about a sixth
-    of the eager one, so it pays off for long runs. Other systems ignore
-    ``compile`` (compiling their step measured no gain at ``n = 256``: the
-    step is torch's fused attention kernel plus a few passes over the
-    tokens). The numbers are those of the eager path up to floating-point
-    rounding.
+    A convenience over :func:`tokensde.engine.integrate`.
+    The path is ``BrownianPath.for_model(model, x0, seed, key)``: each system's
+    noise depends only on ``(seed, key, its index)``, so the result does not
+    depend on ``chunk`` (systems per pass, a multiple of 256). ``record_every``
+    keeps the states every that many steps (``Solution.xs`` at ``Solution.t``);
+    ``on_step(k)`` is called after every step (progress bars). Two-token model-A
+    systems take the model's fused step; ``compile=True`` runs it as
+    :func:`torch.compile`-d calls of up to 16 steps (about a minute to compile
+    the first time for a new ``d`` or chunk size, cached on disk afterwards;
+    then a step costs about a sixth of the eager one). The numbers are those of
+    the eager path up to floating-point rounding.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
-    scheme = SOLVERS[solver]
-    bsz, n, d = x0.shape
-    chunk = bsz if chunk is None else max(BLOCK, (chunk // BLOCK) * BLOCK)
-    shape = model.noise_shape(n, d, discrete=scheme.discrete)
-    outs, trajs = [], []
-    times = [k * dt for k in range(0, steps + 1, record_every)] if record_every else []
-    for start in range(0, bsz, chunk):
-        stop = min(start + chunk, bsz)
-        stream = NoiseStream(seed, key, bsz, shape, start, stop, x0.dtype, x0.device)
-        x = x0[start:stop]
-        rec = [x.clone()] if record_every else []
-        sub = _restrict(model, start, stop, bsz)
-        fused = _fused(sub, x) if scheme.name == "euler" else None
-        multi = _compiled_slab(sub, x) if scheme.name == "euler" and compile and not record_every else None
-        k = 0
-        while k < steps:
-            if multi is not None and steps - k >= stream.slab and stream.at_slab_start:
-                x = multi(x, stream.next_slab(), dt)
-                if on_step is not None:
-                    for j in range(stream.slab):
-                        on_step(k + j)
-                k += stream.slab
-                continue
-            xi = stream.next()
-            x = scheme.step(sub, x, xi, dt) if fused is None else fused(x, xi, dt)  # type: ignore[arg-type]
-            k += 1
-            if record_every and k % record_every == 0:
-                rec.append(x.clone())
-            if on_step is not None:
-                on_step(k - 1)
-        outs.append(x)
-        if record_every:
-            trajs.append(torch.stack(rec))
-    traj = torch.cat(trajs, dim=1) if record_every else None
-    return SimResult(torch.cat(outs), times, traj)
+    scheme = resolve_solver(solver)
+    path = BrownianPath.for_model(model, x0, seed, key, discrete=scheme.discrete)
+    return integrate(model, x0, path, dt, steps, scheme, record_every, _progress(on_step), chunk, compile)
 
 
 def simulate_coupled(
@@ -286,38 +289,22 @@ def simulate_coupled(
     key: tuple[object, ...] = (),
     record_every: int = 0,
     on_step: Callable[[int], None] | None = None,
-) -> tuple[SimResult, SimResult]:
-    """Euler–Maruyama at ``dt`` and at ``2 dt`` driven by the same Brownian path.
+) -> tuple[Solution, Solution]:
+    """Euler–Maruyama at ``dt`` and at ``2 dt`` on one Brownian path: ``(fine, coarse)``.
 
-    The coarse step uses ``(xi_{2k} + xi_{2k+1}) / sqrt(2)``, the normalised sum
-    of the two fine steps' normals, so both runs are exact Euler–Maruyama runs
-    of their step and strongly correlated: ``2 E f(X^dt) - E f(X^{2dt})``
-    (Richardson) removes the ``O(dt)`` weak error at little variance cost.
-    ``steps`` and ``record_every`` must be even; returns ``(fine, coarse)`` with
-    the same recording times. The fine run gives the numbers of
+    The coarse step uses ``(xi_{2k} + xi_{2k+1}) / sqrt(2)`` (the view
+    ``path.coarsen(2)``), so both runs are exact Euler–Maruyama runs of their
+    step and strongly correlated: ``2 E f(X^dt) - E f(X^{2dt})`` (Richardson)
+    removes the ``O(dt)`` weak error at little variance cost. ``steps`` and
+    ``record_every`` must be even; the fine run gives the numbers of
     :func:`simulate` with the same arguments.
     """
     if steps % 2 or record_every % 2:
         raise ValueError(f"steps and record_every must be even, got {steps} and {record_every}")
-    scheme = EulerMaruyama()
-    bsz, n, d = x0.shape
-    stream = NoiseStream(seed, key, bsz, model.noise_shape(n, d), 0, bsz, x0.dtype, x0.device)
-    xf, xc = x0, x0
-    recf, recc = ([x0.clone()], [x0.clone()]) if record_every else ([], [])
-    for k in range(0, steps, 2):
-        xi1 = stream.next().clone()
-        xi2 = stream.next()
-        xf = scheme.step(model, scheme.step(model, xf, xi1, dt), xi2, dt)
-        xc = scheme.step(model, xc, (xi1 + xi2) * (2.0**-0.5), 2.0 * dt)
-        if record_every and (k + 2) % record_every == 0:
-            recf.append(xf.clone())
-            recc.append(xc.clone())
-        if on_step is not None:
-            on_step(k + 1)
-    times = [k * dt for k in range(0, steps + 1, record_every)] if record_every else []
-    tf = torch.stack(recf) if record_every else None
-    tc = torch.stack(recc) if record_every else None
-    return SimResult(xf, times, tf), SimResult(xc, times, tc)
+    path = BrownianPath.for_model(model, x0, seed, key)
+    runs = [Run(model, "euler", 1, "fine"), Run(model, "euler", 2, "coarse")]
+    out = integrate_runs(runs, x0, path, dt, steps, record_every, _progress(on_step))
+    return out["fine"], out["coarse"]
 
 
 @dataclass(frozen=True)
@@ -330,7 +317,7 @@ class Level:
 
 
 def simulate_levels(
-    levels: list[Level],
+    levels: Sequence[Level],
     x0: Tensor,
     dt: float,
     steps: int,
@@ -340,47 +327,21 @@ def simulate_levels(
     record_every: int = 0,
     on_step: Callable[[int], None] | None = None,
     observe: Callable[[int, dict[str, Tensor]], None] | None = None,
-) -> dict[str, SimResult]:
-    r"""Several schemes and step sizes driven by one Brownian path.
+) -> dict[str, Solution]:
+    r"""Several schemes and step sizes driven by one Brownian path (:func:`tokensde.engine.integrate_runs`).
 
-    The path is given by the standard normals ``xi_k`` of ``steps`` fine steps
-    of size ``dt`` (shape ``shape`` per system, from a :class:`NoiseStream`); a
-    level of ratio ``r`` takes one step of size ``r dt`` with the normals
-    ``(xi_{jr} + ... + xi_{jr+r-1}) / sqrt(r)``, i.e. exactly the Brownian
-    increment of its step. This is the coupling of strong-error studies (and
-    of a discrete stack to its limit: with Gaussian layer weights, ``sqrt(h) Z_k``
-    *is* the increment). ``steps`` and ``record_every`` must be multiples of
-    every ratio; states are recorded at the same times for all levels.
+    The path has ``shape`` normals per system and step; a level of ratio ``r``
+    takes one step of size ``r dt`` with the normals
+    ``(xi_{jr} + ... + xi_{jr+r-1}) / sqrt(r)``, exactly the Brownian increment
+    of its step: the coupling of strong-error studies (and of a discrete stack
+    to its limit: with Gaussian layer weights, ``sqrt(h) Z_k`` *is* the
+    increment). ``steps`` and ``record_every`` must be multiples of every
+    ratio. ``observe(k, states)`` after every fine step.
     """
-    for lv in levels:
-        if lv.ratio < 1 or steps % lv.ratio or (record_every and record_every % lv.ratio):
-            raise ValueError(f"level {lv.name}: steps and record_every must be multiples of its ratio {lv.ratio}")
-    bsz = x0.shape[0]
-    stream = NoiseStream(seed, key, bsz, shape, 0, bsz, x0.dtype, x0.device)
-    xs = {lv.name: x0 for lv in levels}
-    sums = {lv.name: torch.zeros((bsz, *shape), dtype=x0.dtype, device=x0.device) for lv in levels}
-    recs: dict[str, list[Tensor]] = {lv.name: [x0.clone()] for lv in levels} if record_every else {}
-    for k in range(steps):
-        xi = stream.next()
-        for lv in levels:
-            if lv.ratio == 1:
-                xs[lv.name] = lv.step(xs[lv.name], xi, dt)
-                continue
-            sums[lv.name].add_(xi)
-            if (k + 1) % lv.ratio == 0:
-                xs[lv.name] = lv.step(xs[lv.name], sums[lv.name] / math.sqrt(lv.ratio), lv.ratio * dt)
-                sums[lv.name].zero_()
-        if record_every and (k + 1) % record_every == 0:
-            for lv in levels:
-                recs[lv.name].append(xs[lv.name].clone())
-        if observe is not None:
-            observe(k, xs)
-        if on_step is not None:
-            on_step(k)
-    times = [k * dt for k in range(0, steps + 1, record_every)] if record_every else []
-    return {
-        lv.name: SimResult(xs[lv.name], times, torch.stack(recs[lv.name]) if record_every else None) for lv in levels
-    }
+    path = BrownianPath(int(seed), tuple(key), x0.shape[0], tuple(shape), x0.dtype, str(x0.device))
+    runs = [Run(step=lv.step, ratio=lv.ratio, name=lv.name) for lv in levels]
+    hooks = Hooks(observe=observe, progress=None if on_step is None else (lambda k, active: on_step(k)))
+    return integrate_runs(runs, x0, path, dt, steps, record_every, hooks)
 
 
 def integrate_ode(field: Callable[[Tensor], Tensor], x0: Tensor, dt: float, steps: int) -> Tensor:
@@ -388,92 +349,17 @@ def integrate_ode(field: Callable[[Tensor], Tensor], x0: Tensor, dt: float, step
 
     ``field`` is tangent, so the exact flow stays on the spheres; each step is
     renormalised, which changes it by ``O(dt^5)`` and keeps the order. Returns the
-    state after ``steps`` steps, ``(B, n, d)``.
+    state after ``steps`` steps, ``(B, n, d)`` (a path-less run of the engine).
     """
-    x = x0
-    for _ in range(steps):
+
+    def rk4(x: Tensor, xi: Tensor | None, h: float) -> Tensor:
         k1 = field(x)
-        k2 = field(x + 0.5 * dt * k1)
-        k3 = field(x + 0.5 * dt * k2)
-        k4 = field(x + dt * k3)
-        x = normalize(x + (dt / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4))
-    return x
+        k2 = field(x + 0.5 * h * k1)
+        k3 = field(x + 0.5 * h * k2)
+        k4 = field(x + h * k3)
+        return normalize(x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4))
+
+    return integrate_runs([Run(step=rk4, name="x")], x0, None, dt, steps)["x"].x
 
 
-Step = Callable[[Tensor, Tensor, float], Tensor]
-_COMPILED: dict[str, Callable[..., Tensor]] = {}
-
-
-def _pair_coefficients(model: SphereModel, x: Tensor) -> tuple[Tensor, float] | None:
-    """``(beta as (B, 1), sigma^2)`` when the fused two-token step applies, else ``None``."""
-    from .models.value_noise import ValueNoise
-
-    if not (isinstance(model, ValueNoise) and model.fused_pair(x)):
-        return None
-    beta = model.beta
-    if isinstance(beta, Tensor):
-        b = beta.to(x).reshape(-1, 1)
-    else:
-        b = torch.full((x.shape[0], 1), float(beta), dtype=x.dtype, device=x.device)
-    return b, float(model.sigma) ** 2
-
-
-def _fused(model: SphereModel, x: Tensor) -> Step | None:
-    """The fused two-token Euler step when it applies (:func:`pair_euler_step`), else ``None``."""
-    from .models.value_noise import pair_euler_step
-
-    coef = _pair_coefficients(model, x)
-    if coef is None:
-        return None
-    b, s2 = coef
-    return lambda x, xi, dt: pair_euler_step(x, xi, b, dt, s2)
-
-
-COMPILED_STEP_COORDS = 64
-"""Steps per compiled call times ``d``: bounds the unrolled graph (compile time grows with it)."""
-
-
-def _to_coords(t: Tensor) -> Tensor:
-    """``(B, m)`` -> ``(m, B)`` contiguous (compiled: a vectorised tiled transpose)."""
-    return t.t().contiguous()
-
-
-def _compiled_slab(model: SphereModel, x: Tensor) -> Callable[[Tensor, Tensor, float], Tensor] | None:
-    """A whole noise slab of fused two-token steps in compiled calls, or ``None``.
-
-    The slab ``(S, B, 2, d)`` is a view of the stream's system-major buffer; it is
-    transposed once to the coordinate-major layout of :func:`pair_euler_slab`,
-    whose compiled form is one vectorised loop over systems for ``steps``
-    steps (``steps`` divides ``S``; ``steps * d <= COMPILED_STEP_COORDS``).
-    """
-    from .models.value_noise import pair_euler_slab
-
-    coef = _pair_coefficients(model, x)
-    if coef is None:
-        return None
-    b, s2 = coef
-    beta = b.reshape(-1).contiguous()
-    bsz, _, d = x.shape
-    if "pair_slab" not in _COMPILED:
-        _COMPILED["pair_slab"] = torch.compile(pair_euler_slab, dynamic=False, options={"max_fusion_size": 4096})
-        _COMPILED["to_coords"] = torch.compile(_to_coords, dynamic=False)
-    step, to_coords = _COMPILED["pair_slab"], _COMPILED["to_coords"]
-
-    def run(x: Tensor, slab: Tensor, dt: float) -> Tensor:
-        n_steps = slab.shape[0]
-        per_call = math.gcd(n_steps, max(1, COMPILED_STEP_COORDS // d))
-        xi = to_coords(slab.transpose(0, 1).reshape(bsz, -1)).view(n_steps, 2, d, bsz)
-        xc = x.permute(1, 2, 0).contiguous()
-        for k in range(0, n_steps, per_call):
-            xc = step(xc, xi[k : k + per_call], beta, dt, s2)
-        return xc.permute(2, 0, 1).contiguous()
-
-    return run
-
-
-def _restrict(model: SphereModel, start: int, stop: int, total: int) -> SphereModel:
-    """The model restricted to systems ``start..stop`` (per-system parameters are sliced)."""
-    beta = getattr(model, "beta", None)
-    if isinstance(beta, Tensor) and beta.dim() == 1 and beta.shape[0] == total and (start, stop) != (0, total):
-        return dataclasses.replace(model, beta=beta[start:stop])  # type: ignore[type-var]
-    return model
+Step = Callable[[Tensor, Tensor | None, float], Tensor]

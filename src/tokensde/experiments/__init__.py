@@ -14,6 +14,7 @@ from .probe import Probe
 from .scaling_regimes import ScalingRegimes
 from .solver_order import SolverOrder
 from .synchronization import Synchronization
+from .universality import Universality
 
 REGISTRY: dict[str, Experiment] = {
     e.name: e
@@ -29,6 +30,7 @@ REGISTRY: dict[str, Experiment] = {
         NoiseSweep(),
         Accuracy(),
         Probe(),
+        Universality(),
     )
 }
 

@@ -551,7 +551,7 @@ class Accuracy(Experiment):
         }
 
     def figures(self, cfg: AccuracyConfig, table: pd.DataFrame) -> dict[str, Any]:
-        from ..report.accuracy_figures import accuracy_figures
+        from .accuracy_figures import accuracy_figures
 
         return accuracy_figures(table, summary_table(table, cfg.level))
 

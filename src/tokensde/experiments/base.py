@@ -54,10 +54,10 @@ def recorded(
 
     every = max(1, steps // frames)
     res = simulate(model, x0, dt, steps, seed, key, solver=solver, record_every=every)
-    assert res.traj is not None
+    assert res.xs is not None
     return {
-        "x": res.traj[:, 0].double().cpu().numpy(),
-        "times": np.asarray(res.times),
+        "x": res.xs[:, 0].double().cpu().numpy(),
+        "times": np.asarray(res.t),
         "title": title,
         "time_label": time_label,
     }

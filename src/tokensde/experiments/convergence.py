@@ -5,7 +5,7 @@ reference of the limit (``L_ref`` Euler steps) are driven by one randomness:
 
 * **A** (model A, Gaussian value matrices): ``sqrt(h) Z_k`` *is* the Brownian
   increment of the limit over the layer, ``Z_k = (xi_{kr} + ... + xi_{kr+r-1})/sqrt(r)``
-  with ``xi`` the reference's normals (``r = L_ref / L``; :func:`simulate_levels`).
+  with ``xi`` the reference's normals (``r = L_ref / L``; :func:`tokensde.engine.integrate_runs`).
 * **B** (model B, one head, deterministic attention ``sigma_A = 0``,
   ``Abar = abar I``, ``Vbar = vbar I``, ``sigma_V^2 = alpha H / (eta (d-1))``,
   residual step ``eta = T / L`` in layer time): the head's ``G`` is built the
@@ -65,12 +65,13 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
+from ..engine import BrownianPath, Hooks, Run, integrate_runs
 from ..models.mlp_noise import MLPNoise, factor
 from ..models.multihead import Multihead, MultiheadLimit
 from ..models.value_noise import ValueNoise
-from ..noise import NoiseStream, derive_seed
-from ..solvers import SOLVERS, Level, simulate_levels
-from ..sphere import normalize, tangent_project, uniform
+from ..noise import derive_seed
+from ..solvers import EulerMaruyama
+from ..sphere import normalize, uniform
 from ..stats import loglog_slope
 from .base import Experiment, ExperimentConfig, Progress, recorded
 from .verdict import slope_within, verdict
@@ -177,16 +178,51 @@ def _mlp(cfg: ConvergenceConfig, width: int = 1) -> MLPNoise:
     return MLPNoise(beta=cfg.beta, c=cfg.c, activation=cfg.activation, sigma_u=cfg.sigma_u, width=width)
 
 
-def _euler_with_noise(model: MLPNoise, x: Tensor, noise: Tensor, dt: float, kappa_1: float) -> Tensor:
-    """The Euler–Maruyama step of :class:`~tokensde.solvers.EulerMaruyama` with a given unit noise."""
-    b = model.attention(x)
-    incr = math.sqrt(dt) * noise if b is None else math.sqrt(dt) * noise + dt * b
-    shrink = 1.0 - 0.5 * (x.shape[-1] - 1) * dt * kappa_1
-    return normalize(x * shrink + tangent_project(x, incr))
+class _CDepth:
+    """Model C's limit and its stacks of depths ``L`` as one system driven by one Gaussian field.
+
+    The state is ``[ref | x_L for L in depths]`` along the token axis. Each fine step of ``dt`` draws the
+    field at the reference tokens and at every stack's attention outputs ``y_L`` (one kernel over all these
+    points, so the stacks' fields are the limit's field); the reference takes an Euler–Maruyama step, and a
+    stack of ratio ``r = ref_depth / L`` sums its field over ``r`` fine steps into the layer's
+    ``sqrt(h) G(y)`` with ``h = T / L``.
+    """
+
+    def __init__(self, model: MLPNoise, n: int, T: float, ref_depth: int, depths: list[int], x0: Tensor) -> None:
+        self.model, self.n, self.T, self.ref_depth, self.depths = model, n, T, ref_depth, depths
+        self.kappa_1 = float(model.torch_kernel(x0).kappa_1)
+        self.k = 0
+        self.ys = {L: _attend(model, x0, T / L) for L in depths}
+        self.acc = {L: torch.zeros_like(x0) for L in depths}
+
+    def split(self, state: Tensor) -> dict[Any, Tensor]:
+        parts = state.split(self.n, dim=1)
+        return {"ref": parts[0], **dict(zip(self.depths, parts[1:], strict=True))}
+
+    def __call__(self, state: Tensor, xi: Tensor | None, dt: float) -> Tensor:
+        assert xi is not None
+        n, parts = self.n, self.split(state)
+        pts = torch.cat([parts["ref"], *(self.ys[L] for L in self.depths)], dim=1)
+        field = factor(self.model.kernel(pts)) @ xi
+        ref = parts["ref"]
+        cdiag = torch.full(ref.shape[:-1], self.kappa_1, dtype=ref.dtype, device=ref.device)
+        out = [EulerMaruyama.update(ref, self.model.drift(ref), cdiag, field[:, :n], dt)]
+        for j, L in enumerate(self.depths):
+            self.acc[L] += field[:, n * (j + 1) : n * (j + 2)]
+            r = self.ref_depth // L
+            x = parts[L]
+            if (self.k + 1) % r == 0:
+                h = self.T / L
+                x = normalize(self.ys[L] + math.sqrt(h / r) * self.acc[L])
+                self.acc[L].zero_()
+                self.ys[L] = _attend(self.model, x, h)
+            out.append(x)
+        self.k += 1
+        return torch.cat(out, dim=1)
 
 
 def _attend(model: MLPNoise, x: Tensor, h: float) -> Tensor:
-    att = model.attention(x)
+    att = model.drift(x)
     return x if att is None else normalize(x + h * att)
 
 
@@ -221,8 +257,8 @@ class Convergence(Experiment):
         return cfg.systems / 16384 * cfg.ref_depth
 
     def unit_memory(self, cfg: ConvergenceConfig, unit: dict[str, Any], device: str) -> int:
-        """In float64. A, B: :func:`simulate_levels` (``x0``, per depth and the reference a state and a sum of
-        normals, the ``d x d`` noise stream, one Euler step, the sup trackers). C-depth: the states, layer
+        """In float64. A, B: :func:`tokensde.engine.integrate_runs` (``x0``, per depth and the reference a state
+        and a sum of normals, the ``d x d`` noise stream, one Euler step, the sup trackers). C-depth: the states, layer
         inputs and accumulated fields of every depth, the stream of ``n (depths + 1)`` points' normals and per
         step the joint kernel of all points and its factor. C-width: the states of every width, the stream of
         the features, biases and normals of a layer (``max(widths) (d + 1) + n d`` per system), the features'
@@ -274,14 +310,13 @@ class Convergence(Experiment):
 
     # ------------------------------------------------------------------ A and B
     def _ab(self, cfg: ConvergenceConfig, s: str, x0: Tensor, progress: Progress | None) -> list[dict[str, Any]]:
-        euler = SOLVERS["euler"]
         dt = cfg.T / cfg.ref_depth
-        levels = []
+        runs = []
         if s == "A":
             limit: Any = ValueNoise(beta=cfg.beta, route="matrix")
             stack = ValueNoise(beta=cfg.beta, route="matrix")
             for L in cfg.depths:
-                levels.append(Level(str(L), lambda x, xi, h: stack.layer(x, xi, h), cfg.ref_depth // L))
+                runs.append(Run(stack, "stack", cfg.ref_depth // L, str(L)))
         else:
             eye = torch.eye(cfg.d, dtype=x0.dtype, device=x0.device)
 
@@ -298,55 +333,46 @@ class Convergence(Experiment):
 
             limit = MultiheadLimit(law(cfg.T / cfg.ref_depth), eta=cfg.T / cfg.ref_depth, kind="diffusive", samples=1)
             for L in cfg.depths:
-                levels.append(Level(str(L), law(cfg.T / L).layer, cfg.ref_depth // L))
-        levels.append(Level("ref", lambda x, xi, h: euler.step(limit, x, xi, h), 1))
+                runs.append(Run(law(cfg.T / L), "stack", cfg.ref_depth // L, str(L)))
+        runs.append(Run(limit, "euler", 1, "ref"))
         sup = _SupTracker({str(L): cfg.ref_depth // L for L in cfg.depths}, x0.shape[0], x0.device)
-        on_step = (lambda k: progress((k + 1) / cfg.ref_depth)) if progress else None
-        res = simulate_levels(
-            levels,
-            x0,
-            dt,
-            cfg.ref_depth,
-            limit.noise_shape(cfg.n, cfg.d),
-            cfg.seed,
-            ("path", s),
-            on_step=on_step,
+        hooks = Hooks(
             observe=lambda k, xs: sup.update(k, xs, xs["ref"]),
+            progress=(lambda k, a: progress((k + 1) / cfg.ref_depth)) if progress else None,
         )
+        path = BrownianPath(
+            cfg.seed, ("path", s), x0.shape[0], limit.noise_shape(cfg.n, cfg.d), x0.dtype, str(x0.device)
+        )
+        res = integrate_runs(runs, x0, path, dt, cfg.ref_depth, hooks=hooks)
         ref = res["ref"].x
         return [{"series": s, "L": L, "m": 0, **_errors(res[str(L)].x, ref), **sup.stats(str(L))} for L in cfg.depths]
 
     # ------------------------------------------------------------------ C, depth
     def _c_depth(self, cfg: ConvergenceConfig, x0: Tensor, progress: Progress | None) -> list[dict[str, Any]]:
         model = _mlp(cfg)
-        tk = model.torch_kernel(x0)
-        k1 = float(tk.kappa_1)
         n, bsz = cfg.n, x0.shape[0]
         dt = cfg.T / cfg.ref_depth
         depths = cfg.depths
         npts = n * (len(depths) + 1)
-        stream = NoiseStream(cfg.seed, ("path", "C-depth"), bsz, (npts, cfg.d), 0, bsz, x0.dtype, x0.device)
-        ref = x0
-        xs = {L: x0 for L in depths}
-        ys = {L: _attend(model, x0, cfg.T / L) for L in depths}
-        acc = {L: torch.zeros_like(x0) for L in depths}
+        joint = _CDepth(model, n, cfg.T, cfg.ref_depth, depths, x0)
         sup = _SupTracker({str(L): cfg.ref_depth // L for L in depths}, bsz, x0.device)
-        for k in range(cfg.ref_depth):
-            pts = torch.cat([ref, *(ys[L] for L in depths)], dim=1)
-            field = factor(model.kernel_matrix(pts)) @ stream.next()
-            ref = _euler_with_noise(model, ref, field[:, :n], dt, k1)
-            for j, L in enumerate(depths):
-                acc[L] += field[:, n * (j + 1) : n * (j + 2)]
-                r = cfg.ref_depth // L
-                if (k + 1) % r == 0:
-                    h = cfg.T / L
-                    xs[L] = normalize(ys[L] + math.sqrt(h / r) * acc[L])
-                    acc[L].zero_()
-                    ys[L] = _attend(model, xs[L], h)
-            sup.update(k, {str(L): xs[L] for L in depths}, ref)
-            if progress:
-                progress((k + 1) / cfg.ref_depth)
-        return [{"series": "C-depth", "L": L, "m": 0, **_errors(xs[L], ref), **sup.stats(str(L))} for L in depths]
+
+        def observe(k: int, states: dict[str, Tensor]) -> None:
+            parts = joint.split(states["joint"])
+            sup.update(k, {str(L): parts[L] for L in depths}, parts["ref"])
+
+        hooks = Hooks(
+            observe=observe, progress=None if not progress else (lambda k, a: progress((k + 1) / cfg.ref_depth))
+        )
+        path = BrownianPath(cfg.seed, ("path", "C-depth"), bsz, (npts, cfg.d), x0.dtype, str(x0.device))
+        start = torch.cat([x0] * (len(depths) + 1), dim=1)
+        parts = joint.split(
+            integrate_runs([Run(step=joint, name="joint")], start, path, dt, cfg.ref_depth, hooks=hooks)["joint"].x
+        )
+        return [
+            {"series": "C-depth", "L": L, "m": 0, **_errors(parts[L], parts["ref"]), **sup.stats(str(L))}
+            for L in depths
+        ]
 
     # ------------------------------------------------------------------ C, width
     def _width(self, cfg: ConvergenceConfig, x0: Tensor, progress: Progress | None) -> list[dict[str, Any]]:
@@ -355,25 +381,28 @@ class Convergence(Experiment):
         h = cfg.T / L
         widths = cfg.widths
         mmax = max(widths)
-        # per layer: the features U (mmax x d), b_U (mmax) and the normals z (n x d) of the fields
-        stream = NoiseStream(cfg.seed, ("width", L), bsz, (mmax * (d + 1) + n * d,), 0, bsz, x0.dtype, x0.device)
-        xinf = x0
-        xs = {m: x0 for m in widths}
-        for layer in range(L):
-            xi = stream.next()
+
+        def layer(state: Tensor, xi: Tensor | None, h: float) -> Tensor:
+            # per layer: the features U (mmax x d), b_U (mmax) and the normals z (n x d) of the fields
+            assert xi is not None
             u = xi[:, : mmax * d].reshape(bsz, mmax, d)
             b_u = xi[:, mmax * d : mmax * (d + 1)]
             z = xi[:, mmax * (d + 1) :].reshape(bsz, n, d)
-            yinf = _attend(model, xinf, h)
-            xinf = normalize(yinf + math.sqrt(h) * (factor(model.kernel_matrix(yinf)) @ z))
-            for m in widths:
-                y = _attend(model, xs[m], h)
+            xs = state.split(n, dim=1)
+            yinf = _attend(model, xs[0], h)
+            out = [normalize(yinf + math.sqrt(h) * (factor(model.kernel(yinf)) @ z))]
+            for m, x in zip(widths, xs[1:], strict=True):
+                y = _attend(model, x, h)
                 f = _features(model, y, u[:, :m], b_u[:, :m])
                 km = (f @ f.transpose(-1, -2)) / m + model.sigma_w**2
-                xs[m] = normalize(y + math.sqrt(h) * (factor(km) @ z))
-            if progress:
-                progress((layer + 1) / L)
-        return [{"series": "C-width", "L": L, "m": m, **_errors(xs[m], xinf)} for m in widths]
+                out.append(normalize(y + math.sqrt(h) * (factor(km) @ z)))
+            return torch.cat(out, dim=1)
+
+        hooks = Hooks(progress=None if not progress else (lambda k, a: progress((k + 1) / L)))
+        path = BrownianPath(cfg.seed, ("width", L), bsz, (mmax * (d + 1) + n * d,), x0.dtype, str(x0.device))
+        start = torch.cat([x0] * (len(widths) + 1), dim=1)
+        xs = integrate_runs([Run(step=layer, name="joint")], start, path, h, L, hooks=hooks)["joint"].x.split(n, dim=1)
+        return [{"series": "C-width", "L": L, "m": m, **_errors(x, xs[0])} for m, x in zip(widths, xs[1:], strict=True)]
 
     # ------------------------------------------------------------------ table, verdict, figures
     def summarize(self, cfg: ConvergenceConfig, rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -339,10 +339,10 @@ class Homogenized(Experiment):
         fine, coarse = simulate_coupled(
             model, x0, cfg.dtau, steps, cfg.seed, ("logistic", beta, d), every, **_cb(progress, steps)
         )
-        assert fine.traj is not None and coarse.traj is not None
-        u = gram(fine.traj).mean((-1, -2)).double().cpu().numpy()  # (K, B)
-        uc = gram(coarse.traj).mean((-1, -2)).double().cpu().numpy()
-        tau = np.asarray(fine.times)
+        assert fine.xs is not None and coarse.xs is not None
+        u = gram(fine.xs).mean((-1, -2)).double().cpu().numpy()  # (K, B)
+        uc = gram(coarse.xs).mean((-1, -2)).double().cpu().numpy()
+        tau = np.asarray(fine.t)
         ode = th.logistic_overlap(u[0][None, :], tau[:, None])
         dev = 2.0 * u - uc - ode  # Richardson: the O(dtau) bias of Euler-Maruyama removed
         rows = []
@@ -374,11 +374,11 @@ class Homogenized(Experiment):
         fine, coarse = simulate_coupled(
             model, x0, cfg.dtau, steps, cfg.seed, ("simplex", d), every, **_cb(progress, steps)
         )
-        assert fine.traj is not None and coarse.traj is not None
-        gf = _offdiag_mean(gram(fine.traj).double()).cpu().numpy()  # (K, B)
-        gc = _offdiag_mean(gram(coarse.traj).double()).cpu().numpy()
+        assert fine.xs is not None and coarse.xs is not None
+        gf = _offdiag_mean(gram(fine.xs).double()).cpu().numpy()  # (K, B)
+        gc = _offdiag_mean(gram(coarse.xs).double()).cpu().numpy()
         gm = 2.0 * gf - gc  # Richardson
-        tau = np.asarray(fine.times)
+        tau = np.asarray(fine.t)
         from ..stats import z_for
 
         z = z_for(cfg.level)

@@ -131,10 +131,10 @@ from pydantic import Field, field_validator
 from scipy import stats as sstats
 
 from .. import metrics
+from ..engine import BrownianPath, Hooks, integrate
 from ..models.value_noise import ValueNoise
-from ..noise import SLAB, NoiseStream, derive_seed
-from ..solvers import SOLVERS
-from ..sphere import normalize, tangent_project, uniform
+from ..noise import SLAB, derive_seed
+from ..sphere import normalize, uniform
 from ..stats import bonferroni_z, wilson, z_for
 from ..theory import value_noise as theory_a
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
@@ -230,45 +230,35 @@ def run_systems(
         raise ValueError(f"coarsen = {coarsen} must divide SLAB = {SLAB} and steps = {steps}")
     vbar = torch.eye(d, dtype=x0.dtype, device=x0.device) if attention_drift else None
     model = ValueNoise(beta=beta, sigma=sigma, vbar=vbar, route=route)
-    euler = SOLVERS["euler"]
-    noisy = sigma > 0.0
-    stream = NoiseStream(seed, key, bsz, model.noise_shape(n, d), dtype=x0.dtype, device=x0.device) if noisy else None
-    x = x0.clone()
-    alive = torch.arange(bsz, device=x0.device)
-    half = x.clone() if steps // 2 == 0 else None
     frozen = np.full(bsz, math.inf)
-    h = r * dt
-    for k in range(0, steps, r):
-        if k % SLAB == 0:
-            spread = _spread(x[alive])
-            frozen[alive[spread < collapse_tol].cpu().numpy()] = k * dt
-            alive = alive[spread >= collapse_tol]
-            if stream is not None:
-                needed = torch.zeros(len(stream.blocks), dtype=torch.bool, device=x0.device)
-                needed[stream.block_of[alive]] = True
-                stream.retire(needed)
-        if not len(alive):
-            break
-        xa = x[alive]
-        if noisy:
-            assert stream is not None
-            xi = stream.next()
-            if r > 1:
-                for _ in range(r - 1):
-                    xi = xi + stream.next()
-                xi = xi * (1.0 / math.sqrt(r))
-            x[alive] = euler.step(model, xa, xi[alive], h)
-        else:
-            # Euler with C = 0: x' = N(x + dt P_x Vbar a) (Vbar = 0 and sigma = 0 would not move)
-            a = model.barycenters(xa)
-            b = model.drift(xa, a)
-            x[alive] = xa if b is None else normalize(xa + h * tangent_project(xa, b))
-        if half is None and k + r >= steps // 2:
-            half = x.clone()
-        if progress is not None:
-            progress(float(len(alive)))
-    if half is None:  # every system froze before T/2
-        half = x.clone()
+    if sigma == 0.0 and vbar is None:
+        return x0.clone(), x0.clone(), frozen  # C = 0 and no drift: nothing moves
+    # no noise is drawn without noise (the Euler step with C = 0 is x' = N(x + dt P_x Vbar a))
+    path = BrownianPath.for_model(model, x0, seed, key).coarsen(r) if sigma > 0.0 else None
+    half_at = steps // 2
+    kept: dict[str, torch.Tensor] = {}
+
+    def retire(k: int, states: dict[str, torch.Tensor], alive: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        idx = alive["x"]
+        spread = _spread(states["x"][idx])
+        frozen[idx[spread < collapse_tol].cpu().numpy()] = k * dt
+        return {"x": idx[spread >= collapse_tol]}
+
+    def observe(k: int, states: dict[str, torch.Tensor]) -> None:
+        kept["half"] = states["x"].clone()  # the state after the coarse step that reaches or first passes T/2
+
+    def tick(k: int, active: int) -> None:
+        if progress is not None and (k + 1) % r == 0:
+            progress(float(active))
+
+    hooks = Hooks(
+        retire=retire,
+        observe=observe if half_at else None,
+        observe_at=lambda k: k + 1 == r * math.ceil(half_at / r),
+        progress=tick,
+    )
+    x = integrate(model, x0, path, dt, steps, hooks=hooks).x
+    half = kept.get("half", x0.clone() if half_at == 0 else x.clone())
     return half, x, frozen
 
 

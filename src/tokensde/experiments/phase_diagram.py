@@ -24,19 +24,27 @@ weak-order-1 scheme estimates the bias of the ``dt`` run.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from ..models.value_noise import pair_euler_step
-from ..noise import NoiseStream, derive_seed
+from ..engine import BrownianPath, Hooks, Run, integrate_runs
+from ..models.kernel import load_model
+from ..models.value_noise import ValueNoise
+from ..noise import SLAB, derive_seed
 from ..sphere import pair_with_overlap
 from ..stats import bonferroni_z, interval_errors, wilson, z_for
 from ..theory import value_noise as theory_a
+from ..theory.two_point import TwoPointMotion
 from . import verdict as V
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 
@@ -63,6 +71,33 @@ class PhaseDiagramConfig(ExperimentConfig):
     collapse_tol: float = Field(
         default=1e-8, ge=0.0, le=1e-4, description="freeze pairs with 1 - rho below it, in [0, 1e-4]"
     )
+    model: str | None = Field(
+        default=None,
+        description="MODULE:FACTORY of your own model, FACTORY(beta=...) returning it (imported and run: the "
+        "trust of PYTHONPATH); default: model A",
+    )
+
+    @model_validator(mode="after")
+    def _user_models_in_float64(self) -> PhaseDiagramConfig:
+        # the generic route factors the 2 x 2 kernel: in float32 its Schur complement is rounding noise within
+        # 1e-7 of either boundary, a floor from which pairs leave a weakly attracting boundary again
+        if self.model is not None and self.dtype == "float32":
+            if "dtype" in self.model_fields_set:
+                raise ValueError(
+                    "dtype: a user model runs in float64 (its kernel factor is not accurate near the boundaries "
+                    "in float32)"
+                )
+            self.dtype = "float64"
+        return self
+
+    @field_validator("model")
+    @classmethod
+    def _model_loads(cls, v: str | None) -> str | None:
+        if v is not None:
+            model = load_model(v, what="model", beta=1.0)
+            if not callable(getattr(model, "two_point", None)):
+                raise ValueError(f"{v!r}: the model needs a two_point(d) method (its theory), e.g. a KernelModel")
+        return v
 
     @field_validator("d")
     @classmethod
@@ -83,9 +118,31 @@ class PhaseDiagramConfig(ExperimentConfig):
         return v
 
 
-def relaxation_time(d: int, beta: float) -> float:
-    """``tau_a = D_- / (2 lambda_a^2)`` of the antipodal boundary (``inf`` at ``beta_c``)."""
-    m = theory_a.two_point_motion(d, beta)
+def motion(cfg: PhaseDiagramConfig, d: int, beta: float) -> TwoPointMotion:
+    """The two-point motion of the cell: model A's (:mod:`tokensde.theory.value_noise`) or, with ``model``
+    set, the user model's ``FACTORY(beta=beta).two_point(d)``."""
+    if cfg.model is None:
+        return theory_a.two_point_motion(d, beta)
+    return _user_motion(cfg.model, d, beta)
+
+
+@functools.lru_cache(maxsize=256)
+def _user_motion(spec: str, d: int, beta: float) -> TwoPointMotion:
+    return load_model(spec, what="model", beta=beta).two_point(d)  # type: ignore[no-any-return]
+
+
+def model_fingerprint(spec: str | None) -> str | None:
+    """sha256 (16 hex digits) of the source file of a user model's module: units record the code they ran."""
+    if spec is None:
+        return None
+    module = importlib.import_module(spec.partition(":")[0])
+    path = getattr(module, "__file__", None)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else "no-source-file"
+
+
+def relaxation_time(d: int, beta: float, m: TwoPointMotion | None = None) -> float:
+    """``tau_a = D_- / (2 lambda_a^2)`` of the antipodal boundary (``inf`` at ``beta_c``); model A unless ``m``."""
+    m = theory_a.two_point_motion(d, beta) if m is None else m
     lam = m.exponent_antipodal
     return math.inf if lam == 0.0 else m.lower.D / (2.0 * lam * lam)
 
@@ -107,7 +164,7 @@ def cell_steps(cfg: PhaseDiagramConfig, d: int, beta: float) -> tuple[int, bool,
     Critical cells (``horizon_factor * tau_a > T_max``) run to ``T`` only: no
     affordable horizon would resolve them.
     """
-    tau = relaxation_time(d, beta)
+    tau = relaxation_time(d, beta, motion(cfg, d, beta))
     # horizon_factor = 0 asks for the minimal horizon T in every cell, also at beta_c where tau_a is infinite
     want = 0.0 if cfg.horizon_factor == 0.0 else cfg.horizon_factor * tau
     critical = bool(want > cfg.T_max)
@@ -129,6 +186,7 @@ def simulate_pairs(
     progress: Progress | None = None,
     collapse_tol: float = 1e-8,
     levels: tuple[int, ...] = (1, 2),
+    factory: Callable[[float], Any] | None = None,
 ) -> dict[str, np.ndarray]:
     r"""Final overlaps of ``runs`` pairs per ``beta``, at ``steps`` and ``steps/2``, and of coupled coarser runs.
 
@@ -148,6 +206,11 @@ def simulate_pairs(
     ``delta`` ever reaches gap ``eps`` with probability ``~ (delta/eps)^{(d-1)/2}``,
     ``<= 1e-6`` for ``d >= 3``, ``delta = 1e-8``, ``eps = 1e-2``: far below the
     Monte-Carlo error. ``collapse_tol = 0`` disables freezing.
+
+    Model A (the default) runs all the cells in one batch with one ``beta`` per
+    pair (its fused two-token step). ``factory(beta)`` gives another model per
+    cell (a user's model): each cell is then its own batch through the engine's
+    generic Euler step, with the same pairs, noise keys and freezing.
     """
     if 1 not in levels or any(r not in (1, 2, 4) for r in levels):
         raise ValueError(f"levels must contain 1 and be among 1, 2, 4, got {levels}")
@@ -158,18 +221,13 @@ def simulate_pairs(
     for b in betas:
         g = torch.Generator().manual_seed(derive_seed(seed, "phase-diagram", "x0", d, b, rho0))
         x0.append(pair_with_overlap(runs, d, rho0, g, torch.float64).to(dtype))
-    x_fine = torch.cat(x0).to(device)
-    states = {r: (x_fine if r == 1 else x_fine.clone()) for r in levels}
-    beta = torch.tensor(betas, dtype=dtype, device=device).repeat_interleave(runs).unsqueeze(1)
+    x_start = torch.cat(x0).to(device)
     horizon = torch.tensor(steps, device=device).repeat_interleave(runs)
-    stream = NoiseStream.for_cells(seed, [(("phase-diagram", d, b, rho0), runs) for b in betas], (2, d), dtype, device)
-    if stream.slab % top:
-        raise ValueError(f"the noise slab ({stream.slab} steps) must be a multiple of {top}")
-    ends: dict[int, list[int]] = {}
-    halves: dict[int, list[int]] = {}
-    for i, s in enumerate(steps):
-        ends.setdefault(s, []).append(i)
-        halves.setdefault(s // 2, []).append(i)
+    if factory is None:
+        beta = torch.tensor(betas, dtype=dtype, device=device).repeat_interleave(runs)
+        batches = [(list(range(len(betas))), ValueNoise(beta=beta, route="kernel"))]
+    else:
+        batches = [([i], factory(b)) for i, b in enumerate(betas)]
     names = {1: "rho", 2: "rho_coarse", 4: "rho_coarse4"}
     out = {k: np.empty((len(betas), runs)) for k in ["rho_half", *(names[r] for r in levels)]}
 
@@ -177,95 +235,52 @@ def simulate_pairs(
         zz = z[i * runs : (i + 1) * runs]
         return (zz[:, 0] * zz[:, 1]).sum(-1).double().cpu().numpy()
 
-    def keep(z: torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
-        zz = z[idx]
-        gap = 0.5 * ((zz[:, 0] - zz[:, 1]) ** 2).sum(-1)
-        return idx[(horizon[idx] > k) & (gap >= collapse_tol)]
+    for cells, model in batches:
+        first, last = cells[0] * runs, (cells[-1] + 1) * runs
+        h = horizon[first:last]
+        keyed = tuple((("phase-diagram", d, betas[i], rho0), runs) for i in cells)
+        shape = tuple(model.noise_shape(2, d))
+        path = BrownianPath(seed, (), 0, shape, dtype, str(device), cells=keyed)
+        cell_steps_ = [steps[i] for i in cells]
+        ends: dict[int, list[int]] = {}
+        halves: dict[int, list[int]] = {}
+        for j, s in enumerate(cell_steps_):
+            ends.setdefault(s, []).append(j)
+            halves.setdefault(s // 2, []).append(j)
+        records = set(ends) | set(halves)
 
-    total = x_fine.shape[0]
-    alive = {r: torch.arange(total, device=device) for r in levels}
-    records = set(ends) | set(halves)
+        def retire(
+            k: int, states: dict[str, torch.Tensor], alive: dict[str, torch.Tensor], h: torch.Tensor = h
+        ) -> dict[str, torch.Tensor]:
+            # pairs past their cell's horizon or collapsed leave the batch (checked every slab of steps)
+            for name, idx in alive.items():
+                zz = states[name][idx]
+                gap = 0.5 * ((zz[:, 0] - zz[:, 1]) ** 2).sum(-1)
+                alive[name] = idx[(h[idx] > k) & (gap >= collapse_tol)]
+            return alive
 
-    def gather(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return z if len(idx) == total else z[idx]
-
-    def scatter(z: torch.Tensor, idx: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
-        if len(idx) == total:
-            return part
-        z[idx] = part
-        return z
-
-    k_end = max(steps)
-    chunk = max(1024, CHUNK_ENTRIES // d)
-    for k0 in range(0, k_end, stream.slab):
-        # slab boundaries are multiples of every level's group of steps: a coarse step never straddles
-        # a refill. The systems still running are gathered once per slab into contiguous working sets.
-        for r in levels:
-            alive[r] = keep(states[r], alive[r], k0)
-        needed = torch.zeros(len(stream.blocks), dtype=torch.bool, device=device)
-        for r in levels:
-            needed[stream.block_of[alive[r]]] = True
-        stream.retire(needed)
-        running = sum(runs for s in steps if s > k0)
-        slab = stream.next_slab()
-        n_here = min(stream.slab, k_end - k0)
-        # the slab is a view of a system-major buffer: gather along that (contiguous) axis
-        by_system = slab.transpose(0, 1)
-        work = {}
-        for r in levels:
-            idx = alive[r]
-            noise = slab if len(idx) == total else by_system[idx].transpose(0, 1)
-            work[r] = [gather(states[r], idx), gather(beta, idx), noise]
-        if not any(k0 < rec <= k0 + n_here for rec in records):
-            # no state is read inside this slab: run all its steps on one cache-sized chunk of
-            # pairs after the other (the step is elementwise per pair: the same numbers)
-            for r in levels:
-                xa, ba, noise = work[r]
-                for lo in range(0, len(xa), chunk):
-                    hi = lo + chunk
-                    xa[lo:hi] = _pair_steps(xa[lo:hi], noise[:n_here, lo:hi], ba[lo:hi], dt, r)
-            if progress is not None:
-                for _ in range(n_here):
-                    progress(running)
-            for r in levels:
-                states[r] = scatter(states[r], alive[r], work[r][0])
-            continue
-        for j in range(n_here):
-            for r in levels:
-                xa, ba, noise = work[r]
-                if (j + 1) % r == 0 and len(xa):
-                    work[r][0] = _pair_steps(xa, noise[j + 1 - r : j + 1], ba, dt, r)
-            done = k0 + j + 1
-            if done in records:
+        def observe(
+            k: int, states: dict[str, torch.Tensor], cells: list[int] = cells, ends: dict = ends, halves: dict = halves
+        ) -> None:
+            done = k + 1
+            for j in halves.get(done, []):
+                out["rho_half"][cells[j]] = overlap(states[names[1]], j)
+            for j in ends.get(done, []):
                 for r in levels:
-                    states[r] = scatter(states[r], alive[r], work[r][0])
-                for i in halves.get(done, []):
-                    out["rho_half"][i] = overlap(states[1], i)
-                for i in ends.get(done, []):
-                    for r in levels:
-                        out[names[r]][i] = overlap(states[r], i)
+                    out[names[r]][cells[j]] = overlap(states[names[r]], j)
+
+        def tick(k: int, active: int, cell_steps_: list[int] = cell_steps_) -> None:
             if progress is not None:
-                progress(running)
-        for r in levels:
-            states[r] = scatter(states[r], alive[r], work[r][0])
+                progress(sum(runs for s in cell_steps_ if s > k - k % SLAB))
+
+        runs_ = [Run(model, "euler", r, names[r]) for r in levels]
+
+        def due(k: int, records: set[int] = records) -> bool:
+            return k + 1 in records
+
+        hooks = Hooks(retire=retire, observe=observe, observe_at=due, progress=tick)
+        integrate_runs(runs_, x_start[first:last], path, dt, max(cell_steps_), hooks=hooks)
     return out
-
-
-#: coordinates per token in a cache-sized chunk of pairs (a chunk's state is ``2 * CHUNK_ENTRIES`` numbers)
-CHUNK_ENTRIES = 2**17
-
-
-def _pair_steps(x: torch.Tensor, noise: torch.Tensor, beta: torch.Tensor, dt: float, every: int) -> torch.Tensor:
-    """``len(noise) // every`` fused steps of size ``every * dt``; a step of size ``r dt`` takes the
-    normalised sum of ``r`` consecutive normals (the coarse runs of :func:`simulate_pairs`)."""
-    if every == 1:
-        for k in range(noise.shape[0]):
-            x = pair_euler_step(x, noise[k], beta, dt, 1.0)
-        return x
-    scale = 1.0 / math.sqrt(every)
-    for k in range(every - 1, noise.shape[0], every):
-        x = pair_euler_step(x, noise[k + 1 - every : k + 1].sum(0) * scale, beta, every * dt, 1.0)
-    return x
 
 
 def _interval(t: pd.DataFrame, z: float, undecided_weight: float) -> tuple[np.ndarray, np.ndarray]:
@@ -364,13 +379,14 @@ class PhaseDiagram(Experiment):
         changes nothing in the results.
         """
         units: list[dict[str, Any]] = []
+        code = {} if cfg.model is None else {"model_sha": model_fingerprint(cfg.model)}
         for d in cfg.d:
             work = [float(cell_steps(cfg, d, b)[0] * cfg.runs) for b in cfg.beta]
             parts = max(1, min(len(work), math.ceil(sum(work) / UNIT_WORK)))
             groups = _balanced_groups(work, parts)
             for k, (lo, hi) in enumerate(groups):
                 uid = f"d={d}" if len(groups) == 1 else f"d={d}:{k}"
-                units.append({"id": uid, "d": d, "beta": cfg.beta[lo:hi]})
+                units.append({"id": uid, "d": d, "beta": cfg.beta[lo:hi], **code})
         return units
 
     def unit_cost(self, cfg: PhaseDiagramConfig, unit: dict[str, Any]) -> float:
@@ -400,15 +416,17 @@ class PhaseDiagram(Experiment):
         dtype = getattr(torch, cfg.dtype)
         tick = None if progress is None else (lambda active: progress(float(active)))
         dt = cell_dt(cfg, d)
+        spec = cfg.model
+        factory = None if spec is None else (lambda b: load_model(spec, what="model", beta=b))
         sim = simulate_pairs(
-            d, betas, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick, cfg.collapse_tol, LEVELS
+            d, betas, steps, cfg.runs, cfg.rho0, dt, cfg.seed, dtype, device, tick, cfg.collapse_tol, LEVELS, factory
         )
         lo, hi = -1.0 + cfg.eps, 1.0 - cfg.eps
         rows = []
         for i, beta in enumerate(betas):
             rho, half = sim["rho"][i], sim["rho_half"][i]
             a1, a2, a4 = ((sim[k][i] < lo).astype(float) for k in ("rho", "rho_coarse", "rho_coarse4"))
-            m = theory_a.two_point_motion(d, beta)
+            m = motion(cfg, d, beta)
             rows.append(
                 {
                     "d": d,
@@ -432,7 +450,7 @@ class PhaseDiagram(Experiment):
                     "critical": info[i][1],
                     "tau_antipodal": info[i][2],
                     "p_antipodal_theory": m.p_antipodal(cfg.rho0),
-                    "beta_c": theory_a.beta_c(d),
+                    "beta_c": theory_a.beta_c(d) if cfg.model is None else math.nan,
                     "exponent_antipodal": m.exponent_antipodal,
                     "exponent_collapse": m.exponent_collapse,
                 }
@@ -530,8 +548,10 @@ class PhaseDiagram(Experiment):
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "trajectory"))
         x0 = uniform((1, 16), d, gen, torch.float64).to(device)
         dt = cell_dt(cfg, d)
-        title = f"model A, 16 tokens, d = {d}, beta = {beta:g}"
-        return recorded(ValueNoise(beta=beta), x0, dt, round(cfg.T / dt), cfg.seed, ("trajectory",), title)
+        model = ValueNoise(beta=beta) if cfg.model is None else load_model(cfg.model, what="model", beta=beta)
+        name = "model A" if cfg.model is None else cfg.model
+        title = f"{name}, 16 tokens, d = {d}, beta = {beta:g}"
+        return recorded(model, x0, dt, round(cfg.T / dt), cfg.seed, ("trajectory",), title)
 
     def figures(self, cfg: PhaseDiagramConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
@@ -540,11 +560,16 @@ class PhaseDiagram(Experiment):
         colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, len(cfg.d)))
         # the exit law is smooth in beta except at beta_c, where it leaves 0: a grid of step
         # max(beta)/80 plus beta_c itself draws it (each point is a few Gauss-Jacobi integrals)
+        # (a user's model: its theory at the configured betas and halfway between them)
         base = np.linspace(0.0, max(cfg.beta), 81)
         for color, d in zip(colors, cfg.d, strict=True):
-            bc = theory_a.beta_c(d)
-            grid = np.union1d(base, [bc] if 0.0 < bc < max(cfg.beta) else [])
-            curve = [theory_a.p_antipodal(d, b, cfg.rho0) for b in grid]
+            bc = theory_a.beta_c(d) if cfg.model is None else math.nan
+            if cfg.model is None:
+                grid = np.union1d(base, [bc] if 0.0 < bc < max(cfg.beta) else [])
+            else:
+                bs = np.asarray(sorted(cfg.beta), float)
+                grid = np.union1d(bs, 0.5 * (bs[1:] + bs[:-1]))
+            curve = [motion(cfg, d, float(b)).p_antipodal(cfg.rho0) for b in grid]
             ax.plot(grid, curve, color=color, lw=1.5, label=f"d = {d}")
             sub = table[table["d"] == d]
             err = interval_errors(sub["p_antipodal_mc"], sub["ci_low"], sub["ci_high"])
@@ -562,11 +587,13 @@ class PhaseDiagram(Experiment):
                     color=color,
                     capsize=2,
                 )
-            ax.axvline(theory_a.beta_c(d), color=color, ls="--", lw=0.8)
+            if math.isfinite(bc):
+                ax.axvline(bc, color=color, ls="--", lw=0.8)
         ax.set_xlabel(r"$\beta$")
         ax.set_ylabel(r"$P(\rho_t \to -1)$")
+        who = "Model A" if cfg.model is None else cfg.model.replace("_", r"\_")
         ax.set_title(
-            rf"Model A, two tokens, $\rho_0 = {cfg.rho0}$: Monte Carlo ($2P_{{dt}} - P_{{2dt}}$, 99%) vs exit law; "
+            rf"{who}, two tokens, $\rho_0 = {cfg.rho0}$: Monte Carlo ($2P_{{dt}} - P_{{2dt}}$, 99%) vs exit law; "
             r"dashed: $\beta_c(d)$"
         )
         ax.title.set_fontsize(9)

@@ -499,6 +499,6 @@ class Probe(Experiment):
         return verdict(checks, notes)
 
     def figures(self, cfg: ProbeConfig, table: pd.DataFrame) -> dict[str, Any]:
-        from ..report.probe_figures import static_figures
+        from .probe_figures import static_figures
 
         return static_figures(table, cfg.bins)

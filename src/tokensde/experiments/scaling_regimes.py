@@ -46,9 +46,10 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator
 
+from ..engine import BrownianPath, Run, integrate, integrate_runs
 from ..models.multihead import Multihead, MultiheadLimit, classify_regime, scales
 from ..noise import derive_seed
-from ..solvers import EulerMaruyama, integrate_ode
+from ..solvers import integrate_ode
 from ..sphere import uniform
 from ..stats import loglog_slope
 from .base import Experiment, ExperimentConfig, Progress, recorded
@@ -195,27 +196,23 @@ class ScalingRegimes(Experiment):
         modi = integrate_ode(MultiheadLimit(law, eta=eta, kind="modified").field, x0, dt_ode, steps_ode)
         if progress:
             progress(0.3)
-        shape = law.noise_shape(n, d)
-        gen = torch.Generator(device=device)
         sde_err, sde_se = float("nan"), float("nan")
         if series == "diffusive":
-            # one fine Brownian path, shared by every eta of the series
-            gen.manual_seed(derive_seed(cfg.seed, "diffusive-path"))
+            # one fine Brownian path, shared by every eta of the series: the SDE at dt_ref, and the stack, whose
+            # layer of step eta takes the normalised sum of the k = eta / dt_ref fine normals it spans
             k = round(eta / dt_ref)
             sde = MultiheadLimit(law, eta=eta, kind="diffusive", samples=1)
-            em = EulerMaruyama()
-            x_ref, x = x0, x0
-            for _ in range(L):
-                fine = torch.randn((k, bsz, *shape), generator=gen, dtype=dtype, device=device)
-                for j in range(k):
-                    x_ref = em.step(sde, x_ref, fine[j], dt_ref)
-                x = law.layer(x, fine.sum(0) / math.sqrt(k), eta)
-            sde_err, sde_se = _rms(x, x_ref)
+            path = BrownianPath.for_model(law, x0, derive_seed(cfg.seed, "diffusive-path"), discrete=True)
+            runs = [
+                Run(sde, "euler", 1, "sde"),
+                Run(step=lambda x, xi, h: law.layer(x, xi, eta), ratio=k, name="stack"),
+            ]
+            res = integrate_runs(runs, x0, path, dt_ref, k * L)
+            x = res["stack"].x
+            sde_err, sde_se = _rms(x, res["sde"].x)
         else:
-            gen.manual_seed(derive_seed(cfg.seed, series, eta))
-            x = x0
-            for _ in range(L):
-                x = law.layer(x, torch.randn((bsz, *shape), generator=gen, dtype=dtype, device=device), eta)
+            path = BrownianPath.for_model(law, x0, derive_seed(cfg.seed, series, eta), discrete=True)
+            x = integrate(law, x0, path, eta, L, solver="stack").x
         eb, eb_se = _rms(x, ball)
         em_, em_se = _rms(x, modi)
         sc = scales(eta, L, law.heads, d, law.sv(d))

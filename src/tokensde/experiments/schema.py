@@ -365,6 +365,8 @@ def _json_text(schema: dict[str, Any]) -> str:
 
 
 def _registry() -> dict[str, Any]:
+    # the catalogue only: the generated docs of the repository must not depend on $TOKENSDE_EXPERIMENTS
+    # (`tokensde schema` passes tokensde.experiments.registry.available_experiments() instead)
     from . import REGISTRY
 
     return REGISTRY

@@ -75,9 +75,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy import stats as sstats
 
 from .. import metrics
+from ..engine import BrownianPath, Hooks, Run, integrate_runs
 from ..models.mlp_noise import MLPNoise
-from ..noise import SLAB, NoiseStream, derive_seed
-from ..solvers import SOLVERS, simulate
+from ..noise import SLAB, derive_seed
+from ..solvers import simulate
 from ..sphere import normalize, tangent_project, uniform
 from ..stats import bonferroni_z, wilson, z_for
 from ..theory import synchronization as theory_c
@@ -225,17 +226,14 @@ def distance_exponent(
     dt = step / ((d - 1) * k.kappa_1)
     steps = 2 * math.ceil(horizon / abs(k.lambda_1) / (2.0 * dt))
     model = MLPNoise(activation=setting.activation, sigma_u=setting.sigma_u, sigma_w=setting.sigma_w)
-    euler = SOLVERS["euler"]
     g = torch.Generator().manual_seed(derive_seed(seed, "synchronization", "exponent-x0", setting.key()))
     x1 = uniform((runs,), d, g, torch.float64)
     u = normalize(tangent_project(x1, torch.randn(runs, d, generator=g, dtype=torch.float64)))
     x = torch.stack([x1, normalize(x1 + r0 * u)], 1)
-    xc = x.clone()
     log0 = torch.log(torch.linalg.vector_norm(x[:, 0] - x[:, 1], dim=-1))
-    off = torch.zeros(runs, dtype=torch.float64)
-    off_c = off.clone()
-    stream = NoiseStream(seed, ("synchronization", "exponent", setting.key()), runs, (2, d), dtype=torch.float64)
+    path = BrownianPath(seed, ("synchronization", "exponent", setting.key()), runs, (2, d), torch.float64)
     lo, hi = band
+    offsets = {"fine": torch.zeros(runs, dtype=torch.float64), "coarse": torch.zeros(runs, dtype=torch.float64)}
 
     def renormalise(z: torch.Tensor, offset: torch.Tensor) -> None:
         r = torch.linalg.vector_norm(z[:, 0] - z[:, 1], dim=-1)
@@ -248,25 +246,28 @@ def distance_exponent(
 
     every = max(2, 2 * ((steps // records) // 2))
     times, means, ses = [0.0], [0.0], [0.0]
-    sq2 = 1.0 / math.sqrt(2.0)
-    xi_prev = torch.empty(0)
-    for i in range(steps):
-        xi = stream.next()
-        x = euler.step(model, x, xi, dt)
-        if i % 2 == 0:  # slab boundaries are even: a coarse pair of steps never straddles a refill
-            xi_prev = xi
-        else:
-            xc = euler.step(model, xc, (xi_prev + xi) * sq2, 2.0 * dt)
-        if i % SLAB == SLAB - 1:
-            renormalise(x, off)
-            renormalise(xc, off_c)
+
+    def observe(i: int, states: dict[str, torch.Tensor]) -> None:
+        if i % SLAB == SLAB - 1:  # slab boundaries are even: never inside a coarse pair of steps
+            for name, z in states.items():
+                renormalise(z, offsets[name])
         if (i + 1) % every == 0:
-            ell = torch.log(torch.linalg.vector_norm(x[:, 0] - x[:, 1], dim=-1)) + off - log0
+            ell = torch.log(torch.linalg.vector_norm(states["fine"][:, 0] - states["fine"][:, 1], dim=-1))
+            ell = ell + offsets["fine"] - log0
             times.append((i + 1) * dt)
             means.append(ell.mean().item())
             ses.append(ell.std().item() / math.sqrt(runs))
-        if progress is not None:
-            progress(float(runs))
+
+    hooks = Hooks(
+        observe=observe,
+        observe_at=lambda i: i % SLAB == SLAB - 1 or (i + 1) % every == 0,
+        progress=None if progress is None else (lambda k, active: progress(float(runs))),
+    )
+    res = integrate_runs(
+        [Run(model, "euler", 1, "fine"), Run(model, "euler", 2, "coarse")], x, path, dt, steps, hooks=hooks
+    )
+    x, xc = res["fine"].x, res["coarse"].x
+    off, off_c = offsets["fine"], offsets["coarse"]
     horizon_t = steps * dt
     ell = torch.log(torch.linalg.vector_norm(x[:, 0] - x[:, 1], dim=-1)) + off - log0
     ell_c = torch.log(torch.linalg.vector_norm(xc[:, 0] - xc[:, 1], dim=-1)) + off_c - log0
@@ -465,9 +466,9 @@ class Synchronization(Experiment):
             record_every=steps // 2,
             on_step=tick,
         )
-        assert res.traj is not None
+        assert res.xs is not None
         out = []
-        for label, x in (("half", res.traj[1]), ("end", res.traj[2])):
+        for label, x in (("half", res.xs[1]), ("end", res.xs[2])):
             coll = metrics.is_collapsed(x, cfg.eps)
             anti = metrics.is_antipodal(x, cfg.eps)
             row: dict[str, Any] = {
@@ -477,7 +478,7 @@ class Synchronization(Experiment):
                 "n": n,
                 "runs": runs,
                 "at": label,
-                "T_cell": float(res.times[1 if label == "half" else 2]),
+                "T_cell": float(res.t[1 if label == "half" else 2]),
                 "dt": cfg.cluster_dt,
                 "n_collapsed": int(coll.sum()),
                 "n_antipodal": int(anti.sum()),
@@ -569,12 +570,12 @@ class Synchronization(Experiment):
             record_every=every,
             on_step=tick,
         )
-        assert res.traj is not None
+        assert res.xs is not None
         rate = theory_c.lambda_bar_prime(s.activation, s.d, s.sigma_u, s.sigma_w, beta)
         kern = theory_c.kernel(s.activation, s.d, s.sigma_u, s.sigma_w)
-        e0 = metrics.interaction_energy(res.traj[0], beta).cpu().double().numpy()
+        e0 = metrics.interaction_energy(res.xs[0], beta).cpu().double().numpy()
         rows = []
-        for t, x in zip(res.times, res.traj, strict=True):
+        for t, x in zip(res.t, res.xs, strict=True):
             e = metrics.interaction_energy(x, beta).cpu().double().numpy()
             diff = e - math.exp(rate * t) * e0
             rows.append(

@@ -43,6 +43,7 @@ Noise routes of the limit:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,7 @@ from ..attention import barycenters
 from ..noise import kernel_factor
 from ..sphere import normalize
 from ..theory.synchronization import Kernel, gauss_hermite, kernel
+from .base import Model
 
 __all__ = ["MLPNoise", "TorchKernel", "torch_kernel", "factor", "ROUTES"]
 
@@ -225,7 +227,7 @@ def torch_kernel(k: Kernel, device: torch.device | str) -> TorchKernel:
 
 
 @dataclass
-class MLPNoise:
+class MLPNoise(Model):
     """Model C. ``beta`` may be a float or a tensor ``(B,)`` (one value per system).
 
     Parameters
@@ -274,15 +276,15 @@ class MLPNoise:
         self.act = get_activation(self.activation)
 
     # ----------------------------------------------------------------- kernel
-    def kernel(self, d: int) -> Kernel:
+    def theory_kernel(self, d: int) -> Kernel:
         """The theory kernel (NumPy) in dimension ``d``."""
         return kernel(self.act, d, self.sigma_u, self.sigma_w)
 
     def torch_kernel(self, x: Tensor) -> TorchKernel:
         """The torch kernel for ``x``'s dimension and device."""
-        return torch_kernel(self.kernel(x.shape[-1]), x.device)
+        return torch_kernel(self.theory_kernel(x.shape[-1]), x.device)
 
-    def kernel_matrix(self, x: Tensor) -> Tensor:
+    def kernel(self, x: Tensor) -> Tensor:
         """``C_ij = kappa(<x_i, x_j>)``, shape ``(B, n, n)``."""
         tk = self.torch_kernel(x)
         c = tk.kappa(x @ x.transpose(-1, -2))
@@ -291,7 +293,7 @@ class MLPNoise:
         return c
 
     # ----------------------------------------------------------------- attention
-    def attention(self, x: Tensor) -> Tensor | None:
+    def drift(self, x: Tensor) -> Tensor | None:
         """``Attn(X)_i = V m_{beta, A}(x_i; X)`` (``None`` when the values vanish)."""
         if self.v is None and self.c == 0.0:
             return None
@@ -355,20 +357,30 @@ class MLPNoise:
             b = (0.5 * g).clamp_min(0.0).sqrt()
             common, diff = a * xi[:, 0], b * xi[:, 1]
             return torch.stack([common + diff, common - diff], 1)
-        return factor(self.kernel_matrix(x)) @ xi
+        return factor(self.kernel(x)) @ xi
 
     # ----------------------------------------------------------------- limit face
-    def coefficients(self, x: Tensor, xi: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+    def noise(self, x: Tensor, xi: Tensor) -> Tensor:
+        """The unit-time noise: the exact Gaussian field (``exact``) or the random-feature field (``features``)."""
+        return self.field(xi, x) if self.route == "features" else self.exact_noise(x, xi)
+
+    def coefficients(self, x: Tensor, xi: Tensor | None) -> tuple[Tensor | None, Tensor, Tensor | None]:
         """``(b, C_ii, dM/sqrt(dt))`` at ``x`` for the normals ``xi``: ``b = Attn(X)``, ``C_ii = kappa(1)``."""
-        k1 = self.kernel(x.shape[-1]).kappa_1
+        k1 = self.theory_kernel(x.shape[-1]).kappa_1
         cdiag = torch.full(x.shape[:-1], k1, dtype=x.dtype, device=x.device)
-        m = self.field(xi, x) if self.route == "features" else self.exact_noise(x, xi)
-        return self.attention(x), cdiag, m
+        return self.drift(x), cdiag, None if xi is None else self.noise(x, xi)
+
+    def select(self, idx: Tensor, total: int) -> MLPNoise:
+        """The model for the systems ``idx`` of ``total`` (a per-system ``beta`` is indexed)."""
+        beta = self.beta
+        if isinstance(beta, Tensor) and beta.dim() == 1 and beta.shape[0] == total:
+            return dataclasses.replace(self, beta=beta[idx.to(beta.device)])
+        return self
 
     # ----------------------------------------------------------------- discrete face
     def layer(self, x: Tensor, xi: Tensor, h: float) -> Tensor:
         r"""One layer: ``Y = N(X + h Attn(X))``, ``X' = N(Y + sqrt(h) G(Y))``, ``G`` of width ``m`` from ``xi``."""
-        att = self.attention(x)
+        att = self.drift(x)
         y = x if att is None else normalize(x + h * att)
         return normalize(y + math.sqrt(h) * self.field(xi, y, self.width))
 

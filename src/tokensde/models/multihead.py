@@ -56,6 +56,7 @@ from torch import Tensor
 
 from ..noise import gram_factor
 from ..sphere import normalize
+from .base import Model
 
 __all__ = ["Multihead", "MultiheadLimit", "Scales", "scales", "classify_regime", "REGIMES"]
 
@@ -112,7 +113,7 @@ def gram_root(x: Tensor) -> Tensor:
 
 
 @dataclass
-class Multihead:
+class Multihead(Model):
     """Model B's weight law and its discrete stack (``layer``); the step ``h`` of a layer is ``eta``.
 
     Parameters
@@ -266,7 +267,7 @@ KINDS = ("diffusive", "ballistic", "modified")
 
 
 @dataclass
-class MultiheadLimit:
+class MultiheadLimit(Model):
     """Limits of model B (a :class:`Multihead` law at residual step ``eta``), in layer time ``t``.
 
     Parameters
@@ -309,18 +310,20 @@ class MultiheadLimit:
         k = self.samples
         return (self.law.head_normals(n, d, k) + self.law.noise_normals(n, d, k),)
 
-    def coefficients(self, x: Tensor, xi: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+    def coefficients(self, x: Tensor, xi: Tensor | None) -> tuple[Tensor | None, Tensor, Tensor]:
         r"""``(b, C_ii, dM / sqrt(dt))`` of the diffusive limit from ``K`` sampled heads.
 
         In layer time, ``C = (alpha/(d-1)) (1/K) sum_k pi_k X X^T pi_k^T`` and ``b = Vbar (1/K) sum_k m_k``.
         """
         n, d = x.shape[-2:]
+        if xi is None:
+            raise ValueError("the diffusive limit of model B draws its heads from the step's normals")
         zh, zv = self.law.split(xi, n, d, self.samples)
         rr = gram_root(x) if self.law.needs_root(d) else None  # one QR per step, shared by scores and noise
         pi = self.law.attention(x, zh, self.samples, rr)
         k = pi.shape[1]
         m = pi @ x.unsqueeze(1)  # (B, k, n, d)
-        c = 1.0 / (d - 1) if self.time == "diffusive" else self.alpha(d) / (d - 1)
+        c = self._coefficient(d)
         cdiag = (c / k) * (m * m).sum(-1).sum(1)
         noise = math.sqrt(c / k) * self.law.value_noise(x, pi, zv, rr)
         b = None
@@ -329,6 +332,28 @@ class MultiheadLimit:
             if self.time == "diffusive":
                 b = b / self.alpha(d)
         return b, cdiag, noise
+
+    def _coefficient(self, d: int) -> float:
+        return 1.0 / (d - 1) if self.time == "diffusive" else self.alpha(d) / (d - 1)
+
+    def drift(self, x: Tensor) -> Tensor | None:
+        """``b_i = Vbar m(x_i)`` for deterministic attention (divided by ``alpha`` in diffusive time)."""
+        if self.law.vbar is None:
+            return None
+        b = self.mean_velocity(x)
+        return b / self.alpha(x.shape[-1]) if self.time == "diffusive" else b
+
+    def kernel(self, x: Tensor) -> Tensor:
+        """``C = c pi X X^T pi^T`` for deterministic attention (``c = alpha/(d-1)``, ``1/(d-1)`` in diffusive time)."""
+        d = x.shape[-1]
+        if not self.law.shared_attention(d):
+            raise ValueError("the kernel in closed form needs deterministic attention: sigma_a = 0 or beta = 0")
+        m = self.law.attention(x, None, 1)[:, 0] @ x
+        return self._coefficient(d) * (m @ m.transpose(-1, -2))
+
+    def noise(self, x: Tensor, xi: Tensor) -> Tensor:
+        """The unit-time noise of the ``samples`` heads drawn from ``xi`` (see :meth:`coefficients`)."""
+        return self.coefficients(x, xi)[2]
 
     # ------------------------------------------------------------------ ODE limits
     def mean_velocity(self, x: Tensor) -> Tensor:

@@ -18,18 +18,23 @@ kernel ``C_ij = sigma^2 <a_i, a_j>``:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..attention import barycenters, usa_barycenters
+from ..laws import LAWS
+from ..laws import check as check_law
 from ..noise import entry_law, gram_factor, kernel_increment, matrix_increment
 from ..sphere import normalize
+from .base import Model
 
-__all__ = ["ValueNoise", "pair_euler_slab", "pair_euler_step"]
+__all__ = ["ValueNoise", "FusedPairStep", "pair_euler_slab", "pair_euler_step"]
 
 
 def _pair_step(x1, x2, xi0, xi1, beta, dt: float, sigma2: float, d: int, dot, scale, unit):  # type: ignore[no-untyped-def]
@@ -128,11 +133,75 @@ def pair_euler_slab(x: Tensor, xi: Tensor, beta: Tensor, dt: float, sigma2: floa
 
 
 ROUTES = ("auto", "matrix", "kernel")
-LAWS = ("gaussian", "rademacher", "uniform")
+
+
+class FusedPairStep:
+    """The fused two-token Euler step of :class:`ValueNoise` (its ``fused_euler`` capability).
+
+    ``step(x, xi, dt)`` is :func:`pair_euler_step`; the step is elementwise per
+    pair, so the engine runs it on chunks of ``chunk`` pairs (a chunk's state fits
+    in cache). With ``compile=True`` it also has ``slab(x, normals, dt)``: a whole
+    slab of steps as :func:`torch.compile`-d calls of :func:`pair_euler_slab`.
+    """
+
+    def __init__(self, beta: Tensor, sigma2: float, d: int, compile: bool = False) -> None:
+        self.beta, self.sigma2 = beta, sigma2
+        self.chunk = max(1024, CHUNK_ENTRIES // d)
+        if compile:
+            self.slab = _compiled_slab(beta, sigma2, d)
+
+    def __call__(self, x: Tensor, xi: Tensor, dt: float) -> Tensor:
+        if len(self.beta) != len(x):
+            raise ValueError(f"the fused step is prepared for {len(self.beta)} pairs, got {len(x)}")
+        return pair_euler_step(x, xi, self.beta, dt, self.sigma2)
+
+    def rows(self, lo: int, hi: int) -> FusedPairStep:
+        """The step for the pairs ``lo..hi`` of its batch (the engine's cache-sized chunks)."""
+        out = FusedPairStep.__new__(FusedPairStep)
+        out.beta, out.sigma2, out.chunk = self.beta[lo:hi], self.sigma2, self.chunk
+        return out
+
+
+#: coordinates per token in a cache-sized chunk of pairs (a chunk's state is ``2 * CHUNK_ENTRIES`` numbers)
+CHUNK_ENTRIES = 2**17
+
+COMPILED_STEP_COORDS = 64
+"""Steps per compiled call times ``d``: bounds the unrolled graph (compile time grows with it)."""
+
+_COMPILED: dict[str, Callable[..., Tensor]] = {}
+
+
+def _to_coords(t: Tensor) -> Tensor:
+    """``(B, m)`` -> ``(m, B)`` contiguous (compiled: a vectorised tiled transpose)."""
+    return t.t().contiguous()
+
+
+def _compiled_slab(beta: Tensor, sigma2: float, d: int) -> Callable[[Tensor, Tensor, float], Tensor]:
+    """A whole slab ``(S, B, 2, d)`` of fused two-token steps in compiled calls of :func:`pair_euler_slab`.
+
+    The slab is transposed once to the coordinate-major layout, whose compiled form is one vectorised
+    loop over systems for ``steps`` steps (``steps`` divides ``S``; ``steps * d <= COMPILED_STEP_COORDS``).
+    """
+    flat = beta.reshape(-1).contiguous()
+    if "pair_slab" not in _COMPILED:
+        _COMPILED["pair_slab"] = torch.compile(pair_euler_slab, dynamic=False, options={"max_fusion_size": 4096})
+        _COMPILED["to_coords"] = torch.compile(_to_coords, dynamic=False)
+    step, to_coords = _COMPILED["pair_slab"], _COMPILED["to_coords"]
+
+    def run(x: Tensor, slab: Tensor, dt: float) -> Tensor:
+        n_steps, bsz = slab.shape[0], x.shape[0]
+        per_call = math.gcd(n_steps, max(1, COMPILED_STEP_COORDS // d))
+        xi = to_coords(slab.transpose(0, 1).reshape(bsz, -1)).view(n_steps, 2, d, bsz)
+        xc = x.permute(1, 2, 0).contiguous()
+        for k in range(0, n_steps, per_call):
+            xc = step(xc, xi[k : k + per_call], flat, dt, sigma2)
+        return xc.permute(2, 0, 1).contiguous()
+
+    return run
 
 
 @dataclass
-class ValueNoise:
+class ValueNoise(Model):
     """Model A. ``beta`` may be a float or a tensor ``(B,)`` (one value per system).
 
     Parameters
@@ -146,13 +215,18 @@ class ValueNoise:
     a : Tensor ``(d, d)``, optional
         Interaction matrix ``A`` (identity if omitted).
     law : str
-        Entry law of the layer matrices: ``gaussian``, ``rademacher``, ``uniform``.
+        Entry law of the layer matrices (:mod:`tokensde.laws`): ``gaussian``, ``rademacher``,
+        ``uniform``, ``student``, ``sparse``, ``haar``.
     route : str
         How the limit's noise is drawn: ``matrix`` (``d^2`` normals per system),
         ``kernel`` (``n d`` normals and an ``n x n`` factor), or ``auto``: the
         kernel route when ``n < d``.
     attention : str
         ``softmax`` or ``usa`` (unnormalised).
+    nu : float
+        Degrees of freedom of the ``student`` law, in ``[1, 1e6]`` (variance 1 for ``nu > 2``).
+    p : float
+        Keep probability of the ``sparse`` law, in ``(0, 1]``.
     """
 
     beta: float | Tensor = 1.0
@@ -162,12 +236,15 @@ class ValueNoise:
     law: str = "gaussian"
     route: str = "auto"
     attention: str = "softmax"
+    nu: float = 5.0
+    p: float = 0.5
 
     def __post_init__(self) -> None:
         if self.route not in ROUTES:
             raise ValueError(f"route must be one of {ROUTES}, got {self.route!r}")
         if self.law not in LAWS:
             raise ValueError(f"law must be one of {LAWS}, got {self.law!r}")
+        check_law(self.law, self.nu, self.p)
         if self.attention not in ("softmax", "usa"):
             raise ValueError(f"attention must be softmax or usa, got {self.attention!r}")
 
@@ -214,8 +291,11 @@ class ValueNoise:
         return (d, d) if discrete or self.route_for(n, d) == "matrix" else (min(n, d), d)
 
     # ----------------------------------------------------------------- limit face
-    def drift(self, x: Tensor, a: Tensor) -> Tensor | None:
-        """``b_i = Vbar a_i`` (ambient; the solver projects), or ``None`` when ``Vbar = 0``."""
+    def drift(self, x: Tensor) -> Tensor | None:
+        """``b_i = Vbar a_i`` ``(B, n, d)`` (ambient; the solver projects), or ``None`` when ``Vbar = 0``."""
+        return None if self.vbar is None else self._drift(self.barycenters(x))
+
+    def _drift(self, a: Tensor) -> Tensor | None:
         return None if self.vbar is None else a @ self.vbar.to(a).transpose(-1, -2)
 
     def kernel_diag(self, a: Tensor) -> Tensor:
@@ -227,18 +307,40 @@ class ValueNoise:
         a = self.barycenters(x)
         return self.sigma**2 * (a @ a.transpose(-1, -2))
 
-    def noise(self, x: Tensor, a: Tensor, xi: Tensor) -> Tensor:
-        """Unit-time noise ``dM / sqrt(dt)`` from standard normals ``xi``."""
+    def noise(self, x: Tensor, xi: Tensor) -> Tensor:
+        """Unit-time noise ``dM / sqrt(dt)`` ``(B, n, d)`` from standard normals ``xi`` (``noise_shape``)."""
+        return self._noise(x, self.barycenters(x), xi)
+
+    def _noise(self, x: Tensor, a: Tensor, xi: Tensor) -> Tensor:
         if xi.shape[-2:] == (x.shape[-1], x.shape[-1]) and self.route_for(x.shape[-2], x.shape[-1]) == "matrix":
             out = matrix_increment(a, xi)
         else:
             out = kernel_increment(gram_factor(a), xi)
         return out if self.sigma == 1.0 else self.sigma * out
 
-    def coefficients(self, x: Tensor, xi: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
-        """``(b, C_ii, dM/sqrt(dt))`` at ``x`` for the normals ``xi``."""
+    def coefficients(self, x: Tensor, xi: Tensor | None) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        """``(b, C_ii, dM/sqrt(dt))`` at ``x`` for the normals ``xi`` (no noise when ``xi`` is ``None``)."""
         a = self.barycenters(x)
-        return self.drift(x, a), self.kernel_diag(a), self.noise(x, a, xi)
+        return self._drift(a), self.kernel_diag(a), None if xi is None else self._noise(x, a, xi)
+
+    # ----------------------------------------------------------------- capabilities
+    def fused_euler(self, x: Tensor, compile: bool = False) -> FusedPairStep | None:
+        """The fused two-token Euler step (:class:`FusedPairStep`) when :meth:`fused_pair` holds, else ``None``."""
+        if not self.fused_pair(x):
+            return None
+        beta = self.beta
+        if isinstance(beta, Tensor):
+            b = beta.to(x).reshape(-1, 1)
+        else:
+            b = torch.full((x.shape[0], 1), float(beta), dtype=x.dtype, device=x.device)
+        return FusedPairStep(b, float(self.sigma) ** 2, x.shape[-1], compile)
+
+    def select(self, idx: Tensor, total: int) -> ValueNoise:
+        """The model for the systems ``idx`` of ``total`` (a per-system ``beta`` is indexed)."""
+        beta = self.beta
+        if isinstance(beta, Tensor) and beta.dim() == 1 and beta.shape[0] == total:
+            return dataclasses.replace(self, beta=beta[idx.to(beta.device)])
+        return self
 
     def stratonovich_correction(self, x: Tensor) -> Tensor | None:
         r"""``sum_k D sigma_k[g_k]`` of :func:`tokensde.solvers.stratonovich_coefficients` in closed form.
@@ -285,9 +387,9 @@ class ValueNoise:
     def layer(self, x: Tensor, xi: Tensor, h: float) -> Tensor:
         r"""One random layer ``N(x + h Vbar a + sigma sqrt(h) Z a)``, ``Z = law(xi)`` of shape ``(B, d, d)``."""
         a = self.barycenters(x)
-        z = entry_law(xi, self.law)
+        z = entry_law(xi, self.law, self.nu, self.p)
         y = x + (self.sigma * math.sqrt(h)) * (a @ z.transpose(-1, -2))
-        b = self.drift(x, a)
+        b = self._drift(a)
         if b is not None:
             y = y + h * b
         return normalize(y)

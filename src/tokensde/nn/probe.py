@@ -113,8 +113,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import metrics
+from ..engine import BrownianPath, Hooks, Run, integrate_runs
 from ..models.value_noise import ValueNoise
-from ..noise import NoiseStream
 from ..solvers import EulerMaruyama
 from ..sphere import tangent_project
 
@@ -406,26 +406,34 @@ def sde_prediction(
     bsz, n, d = x0.shape
     model = ValueNoise(beta=float(beta), sigma=1.0)
     scheme = EulerMaruyama()
-    stream = NoiseStream(seed, key, bsz, model.noise_shape(n, d), 0, bsz, x0.dtype, x0.device)
     layers = len(clock)
     t = np.zeros(layers + 1)
     realised = np.zeros((layers, bsz))
     predicted = np.zeros((layers, bsz))
-    x = x0
-    if on_layer is not None:
-        on_layer(0, x)
-    for lyr in range(layers):
-        elapsed = 0.0
-        for _ in range(substeps):
-            a = model.barycenters(x)
-            c = (a * a).sum(-1)  # C_ii = |a_i|^2
-            dt = float(clock[lyr]) / substeps / ((d - 1) * float(c.mean()))
-            x1 = scheme.step(model, x, stream.next(), dt)
-            realised[lyr] += tangent_sq(x, x1).mean(-1).cpu().numpy()
-            predicted[lyr] += ((d - 1) * dt * c.mean(-1)).cpu().numpy()
-            elapsed += dt
-            x = x1
-        t[lyr + 1] = t[lyr] + elapsed
+    count = [0]
+
+    def step(x: Tensor, xi: Tensor | None, h: float) -> Tensor:
+        # the step size follows the state: the layer's clock over K sub-steps, per unit of (d-1) mean |a_i|^2
+        lyr = count[0] // substeps
+        a = model.barycenters(x)
+        c = (a * a).sum(-1)  # C_ii = |a_i|^2
+        dt = float(clock[lyr]) / substeps / ((d - 1) * float(c.mean()))
+        x1 = scheme.step(model, x, xi, dt)
+        realised[lyr] += tangent_sq(x, x1).mean(-1).cpu().numpy()
+        predicted[lyr] += ((d - 1) * dt * c.mean(-1)).cpu().numpy()
+        t[lyr + 1] += dt
+        count[0] += 1
+        return x1
+
+    def observe(k: int, states: dict[str, Tensor]) -> None:
+        lyr = (k + 1) // substeps
+        t[lyr] += t[lyr - 1]
         if on_layer is not None:
-            on_layer(lyr + 1, x)
+            on_layer(lyr, states["x"])
+
+    if on_layer is not None:
+        on_layer(0, x0)
+    path = BrownianPath.for_model(model, x0, seed, key)
+    hooks = Hooks(observe=observe, observe_at=lambda k: (k + 1) % substeps == 0)
+    x = integrate_runs([Run(step=step, name="x")], x0, path, 1.0, layers * substeps, hooks=hooks)["x"].x
     return SdeTrace(x, t, realised, predicted)

@@ -1,4 +1,11 @@
-"""Interactive (plotly) figures of each experiment, drawn from its results table."""
+"""Interactive (plotly) figures of each experiment, drawn from its results table.
+
+Which figures a run gets (:func:`interactive_figures`): an experiment of the registry
+(:func:`tokensde.experiments.registry.available_experiments`, so also one named in
+``TOKENSDE_EXPERIMENTS``) that defines ``interactive_figures(config, table)`` (``config``
+the run's JSON config from its manifest) draws its own; otherwise a catalogue experiment
+gets its builder below; anything else a table of its results.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from .accuracy_figures import interactive as _accuracy
-from .probe_figures import interactive as _probe
 
 __all__ = ["interactive_figures"]
 
@@ -266,6 +270,18 @@ def _noise_sweep(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
     return {"noise sweep": fig}
 
 
+def _accuracy(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    from ..experiments.accuracy_figures import interactive  # beside the experiment's static figures
+
+    return interactive(t, cfg)
+
+
+def _probe(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    from ..experiments.probe_figures import interactive  # beside the experiment's static figures
+
+    return interactive(t, cfg)
+
+
 BUILDERS: dict[str, Builder] = {
     "phase-diagram": _phase_diagram,
     "homogenized": _homogenized,
@@ -288,5 +304,13 @@ def _generic(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def interactive_figures(experiment: str, table: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The plotly figures of a run (a table of the results for experiments without a builder)."""
+    """The plotly figures of a run: the experiment's own, its builder, or a table of the results.
+
+    Raises :class:`~tokensde.errors.UsageError` when ``$TOKENSDE_EXPERIMENTS`` has a bad entry.
+    """
+    from ..experiments.registry import available_experiments
+
+    own = getattr(available_experiments().get(experiment), "interactive_figures", None)
+    if callable(own):
+        return dict(own(cfg, table))
     return BUILDERS.get(experiment, _generic)(table, cfg)

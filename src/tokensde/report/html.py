@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
+from ..files import atomic_write
 from .figures import interactive_figures
 from .viewer import sphere_viewer
 
@@ -203,8 +204,6 @@ def _run_sections(run: dict[str, Any], prefix: str, viewer: bool = True) -> str:
 
 
 def _write(out: Path, page: str) -> None:
-    from ..runtime.store import atomic_write
-
     atomic_write(out, page.encode("utf-8"))
 
 

@@ -1,37 +1,13 @@
-"""Experiments the ``run`` command knows: the catalogue plus any named in ``TOKENSDE_EXPERIMENTS``.
+"""The experiment registry, re-exported for the runtime; it lives in :mod:`tokensde.experiments.registry`.
 
-``TOKENSDE_EXPERIMENTS="pkg.module:Attr[,other.module:Attr]"`` adds experiments defined
-outside the package (an :class:`~tokensde.experiments.base.Experiment` subclass or
-instance; the module must be importable, e.g. through ``PYTHONPATH``, also on the
-workers of a local pool or a Ray cluster). Importing a module runs its code: the
-variable carries the same trust as ``PYTHONPATH``. Catalogue names cannot be replaced.
+There is one registry (the catalogue plus the experiments named in ``TOKENSDE_EXPERIMENTS``)
+and every command and the report read it through
+:func:`~tokensde.experiments.registry.available_experiments`. It sits with the catalogue,
+below the runtime and the report, so that both can read it without importing each other.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-
-from ..experiments import REGISTRY, Experiment
+from ..experiments.registry import ENV, available_experiments
 
 __all__ = ["ENV", "available_experiments"]
-
-ENV = "TOKENSDE_EXPERIMENTS"
-
-
-def available_experiments() -> dict[str, Experiment]:
-    """The catalogue plus the experiments named in ``$TOKENSDE_EXPERIMENTS`` (``ValueError`` on a bad entry)."""
-    found: dict[str, Experiment] = dict(REGISTRY)
-    for spec in filter(None, (s.strip() for s in os.environ.get(ENV, "").split(","))):
-        module, _, attr = spec.partition(":")
-        if not module or not attr:
-            raise ValueError(f"{ENV}: entries are module:attribute, got {spec!r}")
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as e:
-            raise ValueError(f"{ENV}: cannot load {spec!r}: {e}") from None
-        exp = obj() if isinstance(obj, type) else obj
-        if not isinstance(exp, Experiment):
-            raise ValueError(f"{ENV}: {spec!r} is not an Experiment")
-        found.setdefault(exp.name, exp)
-    return found

@@ -44,7 +44,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
+from ..files import atomic_write
 from ..report.style import FORMATS
 
 try:  # advisory locks (POSIX); elsewhere a run directory is not locked
@@ -131,21 +131,6 @@ def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _git_revision() -> str | None:

@@ -54,6 +54,26 @@ def logistic_overlap(u0: np.ndarray | float, tau: np.ndarray | float) -> np.ndar
     Evaluated as ``u_0 / (u_0 + (1 - u_0) e^{-tau})`` for ``tau >= 0`` and in the form
     above for ``tau < 0``, so that ``e^{|tau|}`` is never formed (no overflow at any ``tau``);
     the fixed points ``u_0 = 0, 1`` are returned as they are.
+
+    .. math:: u(\tau) = \frac{u_0 e^\tau}{1 - u_0 + u_0 e^\tau}
+
+    Parameters
+    ----------
+    u0 : float or ndarray
+        Initial mean overlap ``|xbar|^2`` in ``[0, 1]``.
+    tau : float or ndarray
+        Diffusive times (broadcast against ``u0``).
+
+    Returns
+    -------
+    ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.homogenized import logistic_overlap
+    >>> logistic_overlap(0.1, np.array([0.0, 1.0, 10.0])).round(4).tolist()
+    [0.1, 0.232, 0.9996]
     """
     u0 = np.asarray(u0, dtype=float)
     tau = np.asarray(tau, dtype=float)
@@ -66,12 +86,58 @@ def logistic_overlap(u0: np.ndarray | float, tau: np.ndarray | float) -> np.ndar
 
 
 def logistic_exit_plus(u0: np.ndarray | float) -> np.ndarray:
-    r"""``P(u -> +1)`` for ``du = -u (1 - u^2) dt + sqrt(2) (1 - u^2) dB``: ``arcsin(u_0)/pi + 1/2``."""
+    r"""``P(u -> +1)`` for ``du = -u (1 - u^2) dt + sqrt(2) (1 - u^2) dB``: ``arcsin(u_0)/pi + 1/2``.
+
+    The scale density is ``(1 - u^2)^{-1/2}``, whence
+
+    .. math::
+
+        P(u_t \to +1 \mid u_0) = \frac{\int_{-1}^{u_0} (1 - u^2)^{-1/2} du}{\pi} = \frac{\arcsin u_0}{\pi} + \frac12.
+
+    Parameters
+    ----------
+    u0 : float or ndarray
+        Initial overlap in ``[-1, 1]``.
+
+    Returns
+    -------
+    ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.homogenized import logistic_exit_plus
+    >>> logistic_exit_plus(np.array([-1.0, 0.0, 0.5])).round(4).tolist()
+    [0.0, 0.5, 0.6667]
+    """
     return np.arcsin(np.asarray(u0, dtype=float)) / math.pi + 0.5
 
 
 def logistic_two_point(d: int) -> TwoPointMotion:
-    """The generic two-point motion with ``c_0 = 1/(d-1)``, ``c_1 = rho/(d-1)`` (tokens attending to themselves)."""
+    r"""The generic two-point motion with ``c_0 = 1/(d-1)``, ``c_1 = rho/(d-1)`` (tokens attending to themselves).
+
+    The overlap then solves exactly
+
+    .. math:: d\rho = -\frac{\rho (1 - \rho^2)}{d - 1} d\tau + \sqrt{\frac{2}{d-1}} (1 - \rho^2) dB,
+
+    whose exit law is :func:`logistic_exit_plus` at every ``d``.
+
+    Parameters
+    ----------
+    d : int
+        Dimension, ``d >= 2``.
+
+    Returns
+    -------
+    TwoPointMotion
+
+    Examples
+    --------
+    >>> from tokensde.theory.homogenized import logistic_two_point
+    >>> m = logistic_two_point(6)
+    >>> round(m.p_collapse(0.5), 4), round(m.exponent_collapse, 4)  # arcsin(1/2)/pi + 1/2; -1/(d-1)
+    (0.6667, -0.2)
+    """
     k = 1.0 / (d - 1)
     return TwoPointMotion(
         d=d,
@@ -86,7 +152,25 @@ def logistic_two_point(d: int) -> TwoPointMotion:
 
 @dataclass(frozen=True)
 class SimplexRates:
-    """``f(gamma)``, ``g(gamma)`` on a grid of overlaps, with Monte-Carlo standard errors."""
+    r"""``f(gamma)``, ``g(gamma)`` on a grid of overlaps, with Monte-Carlo standard errors.
+
+    .. math:: f = E \sum_k \pi_{i\to k}^2, \qquad g = E \sum_k \pi_{i\to k}\pi_{j\to k}\ (i \ne j)
+
+    Attributes
+    ----------
+    gamma, f, g, se_f, se_g : ndarray ``(m,)``
+        The grid and the estimates with their standard errors.
+    samples : int
+        Monte-Carlo samples per grid point.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.homogenized import simplex_fg
+    >>> rates = simplex_fg(3, 8, beta=2.0, gamma=np.array([0.0, 1.0]), samples=256)
+    >>> type(rates).__name__, rates.f.round(4).tolist(), rates.samples
+    ('SimplexRates', [0.4175, 0.3333], 256)
+    """
 
     gamma: np.ndarray
     f: np.ndarray
@@ -117,6 +201,35 @@ def simplex_fg(
     ``f`` and ``g`` are averaged over all tokens and pairs; the standard errors are
     over the independent samples. The same normals are used at every ``gamma``
     (common random numbers), so the estimates are smooth in ``gamma``.
+
+    Parameters
+    ----------
+    n, d : int
+        Tokens and dimension, ``2 <= n <= d``.
+    beta : float
+        Inverse temperature.
+    gamma : ndarray ``(m,)``
+        Common overlaps (increasing, for :func:`simplex_overlap`).
+    samples : int
+        Independent heads.
+    seed : int
+        Seed of the normals.
+    sigma_a : float, optional
+        Scale of the head (``1/sqrt(d)`` by default).
+
+    Returns
+    -------
+    SimplexRates
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.homogenized import simplex_fg
+    >>> rates = simplex_fg(3, 8, beta=2.0, gamma=np.linspace(-0.5, 1.0, 7), samples=256)
+    >>> rates.f.round(4).tolist()
+    [0.4512, 0.4339, 0.4175, 0.4001, 0.379, 0.3573, 0.3333]
+    >>> rates.g.round(4).tolist()  # at gamma = 1 all tokens coincide: f = g = 1/n
+    [0.2812, 0.3075, 0.3335, 0.3487, 0.3555, 0.3511, 0.3333]
     """
     if n > d or n < 2:
         raise ValueError(f"simplex_fg needs 2 <= n <= d, got n={n}, d={d}")
@@ -161,6 +274,33 @@ def simplex_overlap(
     decreases with ``f``, so these bound the solution for rates inside their
     ``z``-bands (comparison principle). ``d`` given: keep the finite-``d`` factor
     ``(d - 2 + gamma^2)/(d - 1)`` on the ``s_ij`` term.
+
+    .. math:: \frac{d\gamma}{d\tau} = \gamma + (1 - \gamma) g(\gamma) - \gamma\big(\gamma + (1 - \gamma) f(\gamma)\big)
+
+    Parameters
+    ----------
+    rates : SimplexRates
+        From :func:`simplex_fg`.
+    gamma0 : float
+        Initial overlap.
+    tau : ndarray ``(k,)``
+        Increasing diffusive times, from 0.
+    z : float
+        Band multiplier (0: the estimate itself).
+    d : int, optional
+        Keep the finite-``d`` factor.
+
+    Returns
+    -------
+    ndarray ``(k,)``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.homogenized import simplex_fg, simplex_overlap
+    >>> rates = simplex_fg(3, 8, beta=2.0, gamma=np.linspace(-0.5, 1.0, 7), samples=256)
+    >>> simplex_overlap(rates, 0.0, np.array([0.0, 1.0, 2.0, 4.0])).round(4).tolist()
+    [0.0, 0.363, 0.6791, 0.9466]
     """
     fg = rates.f - z * rates.se_f
     gg = rates.g + z * rates.se_g
@@ -175,7 +315,35 @@ def simplex_overlap(
 
 
 def half_time(rates: SimplexRates, gamma0: float = 0.0, target: float = 0.5, tau_max: float = 1e4) -> float:
-    """Diffusive time for the simplex comparison ODE to reach the overlap ``target`` (``inf`` if never)."""
+    r"""Diffusive time for the simplex comparison ODE to reach the overlap ``target`` (``inf`` if never).
+
+    .. math:: \tau_{1/2} = \inf\{\tau : \gamma(\tau) = \mathrm{target}\}, \qquad \gamma(0) = \gamma_0,
+
+    ``gamma`` solving the ODE of :func:`simplex_overlap` (``z = 0``, ``d`` infinite).
+
+    Parameters
+    ----------
+    rates : SimplexRates
+        From :func:`simplex_fg`.
+    gamma0 : float
+        Initial overlap.
+    target : float
+        Overlap to reach.
+    tau_max : float
+        Horizon of the search.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.homogenized import half_time, simplex_fg
+    >>> rates = simplex_fg(3, 8, beta=2.0, gamma=np.linspace(-0.5, 1.0, 7), samples=256)
+    >>> round(half_time(rates), 4)
+    1.3907
+    """
 
     def rhs(_t: float, y: np.ndarray) -> np.ndarray:
         gm = float(np.clip(y[0], rates.gamma[0], rates.gamma[-1]))

@@ -117,7 +117,26 @@ _CHUNK = 2_000_000  # quadrature nodes x points evaluated at once
 
 @cache
 def gauss_hermite(n: int) -> tuple[Array, Array]:
-    """Gauss–Hermite nodes and weights for ``E[f(X)]``, ``X ~ N(0, 1)`` (weights sum to 1)."""
+    r"""Gauss–Hermite nodes and weights for ``E[f(X)]``, ``X ~ N(0, 1)`` (weights sum to 1).
+
+    .. math:: \mathbb E[f(X)] \approx \sum_{i=1}^n w_i f(x_i), \quad \text{exact for polynomials of degree} \le 2n - 1
+
+    Parameters
+    ----------
+    n : int
+        Order (cached per order).
+
+    Returns
+    -------
+    x, w : ndarray ``(n,)``
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import gauss_hermite
+    >>> x, w = gauss_hermite(32)
+    >>> round(float(w.sum()), 12), round(float((w * x**4).sum()), 10)  # E[X^4] = 3
+    (1.0, 3.0)
+    """
     x, w = special.roots_hermitenorm(n)  # stable for large n (NumPy's hermegauss overflows beyond ~300)
     return x, w / w.sum()
 
@@ -148,6 +167,25 @@ class Kernel:
         Standard deviations of the biases ``b_U`` and ``b_W``.
 
     Use :func:`kernel` to get a cached instance.
+
+    .. math::
+
+        \kappa(u) = \mathbb E[\phi(z_1)\phi(z_2)] + \sigma_W^2, \quad
+        (z_1, z_2) \sim \mathcal N\Big(0, \begin{pmatrix} v & c \\ c & v \end{pmatrix}\Big), \quad
+        v = \tfrac1d + \sigma_U^2, \quad c = \tfrac ud + \sigma_U^2
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.synchronization import kernel
+    >>> k = kernel("relu", 4)  # the closed-form arc-cosine kernel
+    >>> k.closed_form, k.v, k.kappa(np.array([-1.0, 0.0, 1.0])).round(4).tolist()
+    (True, 0.25, [0.0, 0.0398, 0.125])
+    >>> k.kappa_1, k.kappa_prime_1, k.lambda_1, k.lambda_bar
+    (0.125, 0.125, -0.125, 0.25)
+    >>> t = kernel("tanh", 4)  # Gauss–Hermite quadrature
+    >>> t.order, round(t.kappa_1, 6), t.gap(np.array([1e-8])).round(14).tolist()
+    (96, 0.173516, [1.79345e-09])
     """
 
     activation: Activation
@@ -363,73 +401,376 @@ def _kernel(act: Activation, d: int, sigma_u: float, sigma_w: float) -> Kernel:
 
 
 def kernel(activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0) -> Kernel:
-    """The (cached) :class:`Kernel` of an activation (name, callable or :class:`Activation`)."""
+    r"""The (cached) :class:`Kernel` of an activation (name, callable or :class:`Activation`).
+
+    .. math:: \kappa(u) = \mathbb E[\phi(z_1)\phi(z_2)] + \sigma_W^2
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+
+    Returns
+    -------
+    Kernel
+        The same object for the same arguments.
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import kernel
+    >>> kernel("tanh", 4) is kernel("tanh", 4), kernel("tanh", 4).d
+    (True, 4)
+    """
     return _kernel(get_activation(activation), int(d), float(sigma_u), float(sigma_w))
 
 
 # --------------------------------------------------------------------- functional API
 def kappa(u: Array | float, activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0) -> Array:
-    r"""``kappa(u) = E[phi(z_1) phi(z_2)] + sigma_W^2`` (see the module docstring), vectorised over ``u``."""
+    r"""``kappa(u) = E[phi(z_1) phi(z_2)] + sigma_W^2`` (see the module docstring), vectorised over ``u``.
+
+    .. math::
+
+        \kappa(u) = \mathbb E[\phi(z_1)\phi(z_2)] + \sigma_W^2, \qquad
+        \operatorname{Cov}(z_1, z_2) = \tfrac ud + \sigma_U^2
+
+    Parameters
+    ----------
+    u : float or ndarray
+        Overlaps in ``[-1, 1]``.
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+
+    Returns
+    -------
+    ndarray
+        The shape of ``u``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.synchronization import kappa
+    >>> kappa(np.array([0.5, 1.0]), "tanh", 4).round(6).tolist()
+    [0.085713, 0.173516]
+    """
     return kernel(activation, d, sigma_u, sigma_w).kappa(u)
 
 
 def kappa_prime(
     u: Array | float, activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0
 ) -> Array:
-    r"""``kappa'(u) = (1/d) E[phi'(z_1) phi'(z_2)]`` (Price's theorem)."""
+    r"""``kappa'(u) = (1/d) E[phi'(z_1) phi'(z_2)]`` (Price's theorem).
+
+    .. math:: \kappa'(u) = \frac1d\, \mathbb E[\phi'(z_1)\phi'(z_2)]
+
+    Parameters
+    ----------
+    u : float or ndarray
+        Overlaps in ``[-1, 1]``.
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+
+    Returns
+    -------
+    ndarray
+        The shape of ``u``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.synchronization import kappa_prime
+    >>> kappa_prime(np.array([0.5, 1.0]), "tanh", 4).round(6).tolist()
+    [0.17276, 0.179345]
+    >>> kappa_prime(np.array([0.0, 1.0]), "relu", 4).round(6).tolist()  # (pi - t) / (2 pi d)
+    [0.0625, 0.125]
+    """
     return kernel(activation, d, sigma_u, sigma_w).kappa_prime(u)
 
 
 def kappa_1(activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0) -> float:
-    r"""``kappa(1) = E[phi(z)^2] + sigma_W^2``, ``z ~ N(0, 1/d + sigma_U^2)``."""
+    r"""``kappa(1) = E[phi(z)^2] + sigma_W^2``, ``z ~ N(0, 1/d + sigma_U^2)``.
+
+    .. math:: \kappa(1) = \mathbb E[\phi(z)^2] + \sigma_W^2
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import kappa_1
+    >>> kappa_1("relu", 4), round(kappa_1("tanh", 4), 6)  # relu: v / 2
+    (0.125, 0.173516)
+    """
     return kernel(activation, d, sigma_u, sigma_w).kappa_1
 
 
 def kappa_prime_1(activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0) -> float:
-    r"""``kappa'(1) = (1/d) E[phi'(z)^2]``."""
+    r"""``kappa'(1) = (1/d) E[phi'(z)^2]``.
+
+    .. math:: \kappa'(1) = \frac1d\, \mathbb E[\phi'(z)^2], \qquad z \sim \mathcal N(0, \tfrac1d + \sigma_U^2)
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import kappa_prime_1
+    >>> kappa_prime_1("relu", 4), round(kappa_prime_1("tanh", 4), 6)  # relu: 1 / (2 d)
+    (0.125, 0.179345)
+    """
     return kernel(activation, d, sigma_u, sigma_w).kappa_prime_1
 
 
 def lambda_1(activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0) -> float:
-    r"""``lambda_1 = ((d-3)/2) kappa'(1) - ((d-1)/2) kappa(1)``: a.s. rate of ``log|x_1 - x_2|`` at collapse."""
+    r"""``lambda_1 = ((d-3)/2) kappa'(1) - ((d-1)/2) kappa(1)``: a.s. rate of ``log|x_1 - x_2|`` at collapse.
+
+    .. math:: \lambda_1 = \tfrac{d-3}{2}\kappa'(1) - \tfrac{d-1}{2}\kappa(1)
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+
+    Returns
+    -------
+    float
+        Negative: nearby tokens synchronise.
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import lambda_1
+    >>> lambda_1("relu", 4), round(lambda_1("tanh", 4), 6)
+    (-0.125, -0.170602)
+    """
     return kernel(activation, d, sigma_u, sigma_w).lambda_1
 
 
 def lambda_bar(activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0) -> float:
-    r"""``lambda_bar = (d-1) kappa'(1) - (d-3) kappa(1)``."""
+    r"""``lambda_bar = (d-1) kappa'(1) - (d-3) kappa(1)``.
+
+    The coercivity constant; ``-lambda_bar`` is the limit of ``F`` at ``u = 1``.
+
+    .. math:: \bar\lambda = (d-1)\kappa'(1) - (d-3)\kappa(1)
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import lambda_bar
+    >>> lambda_bar("relu", 4), round(lambda_bar("tanh", 4), 6)
+    (0.25, 0.364519)
+    """
     return kernel(activation, d, sigma_u, sigma_w).lambda_bar
 
 
 def G(
     u: Array | float, activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0, beta: float = 1.0
 ) -> Array:
-    r"""``G(u) = kappa(u)(d - 2 + u^2 - beta u (1 - u^2)) + kappa(1)(beta (1 - u^2) - (d - 1) u)``."""
+    r"""``G(u) = kappa(u)(d - 2 + u^2 - beta u (1 - u^2)) + kappa(1)(beta (1 - u^2) - (d - 1) u)``.
+
+    .. math:: G(u) = \kappa(u)\big(d - 2 + u^2 - \beta u (1 - u^2)\big) + \kappa(1)\big(\beta(1 - u^2) - (d-1) u\big)
+
+    Parameters
+    ----------
+    u : float or ndarray
+        Overlaps in ``[-1, 1]``.
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+    beta : float
+        Inverse temperature of the attention.
+
+    Returns
+    -------
+    ndarray
+        The shape of ``u``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.synchronization import G
+    >>> G(np.array([0.0, 0.5]), "tanh", 4, beta=1.0).round(4).tolist()
+    [0.1735, 0.0306]
+    """
     return kernel(activation, d, sigma_u, sigma_w).G(u, beta)
 
 
 def F(
     u: Array | float, activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0, beta: float = 1.0
 ) -> Array:
-    r"""``F(u) = beta e^{beta u} G(u) / (e^beta - e^{beta u})``, continuous at ``u = 1`` with value ``-lambda_bar``."""
+    r"""``F(u) = beta e^{beta u} G(u) / (e^beta - e^{beta u})``, continuous at ``u = 1`` with value ``-lambda_bar``.
+
+    .. math:: F(u) = \frac{\beta e^{\beta u} G(u)}{e^\beta - e^{\beta u}}
+
+    Parameters
+    ----------
+    u : float or ndarray
+        Overlaps in ``[-1, 1]``.
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+    beta : float
+        Inverse temperature of the attention.
+
+    Returns
+    -------
+    ndarray
+        The shape of ``u``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.synchronization import F
+    >>> F(np.array([0.0, 1.0]), "tanh", 4, beta=1.0).round(4).tolist()  # F(1) = -lambda_bar
+    [0.101, -0.3645]
+    """
     return kernel(activation, d, sigma_u, sigma_w).F(u, beta)
 
 
 def energy_rate(
     activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0, beta: float = 1.0
 ) -> tuple[float, float]:
-    r"""``(lambda_bar', u_*)``: the energy rate and where ``inf F`` is attained (:meth:`Kernel.energy_rate`)."""
+    r"""``(lambda_bar', u_*)``: the energy rate and where ``inf F`` is attained (:meth:`Kernel.energy_rate`).
+
+    .. math:: \bar\lambda' = -\inf_{u \in [-1, 1)} F(u) = -F(u_*)
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+    beta : float
+        Inverse temperature of the attention.
+
+    Returns
+    -------
+    (float, float)
+        ``lambda_bar'`` and ``u_*`` (``1``: the infimum is the limit at collapse).
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import energy_rate
+    >>> rate, u_star = energy_rate("relu", 4, beta=1.0)
+    >>> round(rate, 6), u_star  # the infimum is the limit at collapse, -lambda_bar
+    (0.25, 1.0)
+    """
     return kernel(activation, d, sigma_u, sigma_w).energy_rate(beta)
 
 
 def lambda_bar_prime(
     activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0, beta: float = 1.0
 ) -> float:
-    r"""``lambda_bar' = -inf_{[-1, 1)} F``: ``E[E_beta(t)] <= exp(lambda_bar' t) E[E_beta(0)]`` for ``V = I``."""
+    r"""``lambda_bar' = -inf_{[-1, 1)} F``: ``E[E_beta(t)] <= exp(lambda_bar' t) E[E_beta(0)]`` for ``V = I``.
+
+    .. math::
+
+        \mathbb E[E_\beta(X_t)] \le e^{\bar\lambda' t}\, \mathbb E[E_\beta(X_0)], \qquad
+        \bar\lambda' = -\inf_{[-1, 1)} F
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+    beta : float
+        Inverse temperature of the attention.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import lambda_bar_prime
+    >>> lambda_bar_prime("relu", 4, beta=1.0)
+    0.25
+    """
     return energy_rate(activation, d, sigma_u, sigma_w, beta)[0]
 
 
 def is_odd(activation: ActivationLike, sigma_u: float = 0.0, sigma_w: float = 0.0) -> bool:
-    """Whether the MLP field is almost surely odd, ``G(-y) = -G(y)``: ``phi`` odd and both biases zero."""
+    r"""Whether the MLP field is almost surely odd, ``G(-y) = -G(y)``: ``phi`` odd and both biases zero.
+
+    Then ``kappa(-u) = -kappa(u)``, ``C_11 + C_12 = 0`` at ``rho = -1`` and the
+    antipodal configuration is a fixed point of the noise:
+
+    .. math:: \phi(-x) = -\phi(x),\ \sigma_U = \sigma_W = 0 \ \Rightarrow\ G(-y) = -G(y)
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+        ``phi``.
+    sigma_u, sigma_w : float
+        Bias scales.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import is_odd
+    >>> is_odd("tanh"), is_odd("tanh", sigma_u=0.1), is_odd("relu")
+    (True, False, False)
+    """
     return bool(get_activation(activation).odd and sigma_u == 0.0 and sigma_w == 0.0)
 
 
@@ -451,6 +792,26 @@ def attention_overlap_drift(beta: float, c: float) -> tuple[Fn, Fn]:
 
     using ``dq/drho = beta p q``. At collapse ``b_att'(1) = -2c``: attractive
     attention shifts the distance exponent by ``-c``.
+
+    Parameters
+    ----------
+    beta : float
+        ``Q^T K = beta I``.
+    c : float
+        ``V = c I``.
+
+    Returns
+    -------
+    (callable, callable)
+        ``b_att`` and ``b_att'``, vectorised over NumPy arrays of overlaps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.synchronization import attention_overlap_drift
+    >>> b, db = attention_overlap_drift(1.0, 1.0)
+    >>> b(np.array([0.0, 1.0])).round(4).tolist(), db(np.array([1.0])).tolist()
+    ([0.5379, 0.0], [-2.0])
     """
     b = float(beta)
     cc = float(c)
@@ -484,6 +845,33 @@ def two_point_motion(
     derivative ``kappa'``, and the attention drift of
     :func:`attention_overlap_drift` (``Q^T K = beta I``, ``V = c I``; none when ``c = 0``).
     With ``c = 0`` the collapse exponent is :func:`lambda_1`.
+
+    .. math:: d\rho = \big(b_{att} + \kappa(\rho)(d - 2 + \rho^2) - (d-1)\kappa(1)\rho\big) dt
+        + \sqrt{2 (1 - \rho^2)(\kappa(1) - \rho \kappa(\rho))}\, dB
+
+    Parameters
+    ----------
+    d : int
+        Dimension.
+    activation : str, Activation or callable
+        ``phi``.
+    sigma_u, sigma_w : float
+        Bias scales.
+    beta, c : float
+        Attention ``Q^T K = beta I``, ``V = c I`` (``c = 0``: none).
+
+    Returns
+    -------
+    TwoPointMotion
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import two_point_motion
+    >>> m = two_point_motion(4, "tanh")
+    >>> round(m.exponent_collapse, 6), round(m.exponent_antipodal, 6)  # both lambda_1: the field is odd
+    (-0.170602, -0.170602)
+    >>> round(two_point_motion(4, "tanh", beta=1.0, c=1.0).exponent_collapse, 6)  # shifted by -c
+    -1.170602
     """
     k = kernel(activation, d, sigma_u, sigma_w)
     k1 = k.kappa_1
@@ -502,7 +890,25 @@ def two_point_motion(
 
 @dataclass(frozen=True)
 class SyncConstants:
-    """The synchronization constants of one model-C setting (docs/models.md)."""
+    r"""The synchronization constants of one model-C setting (docs/models.md).
+
+    .. math::
+
+        \lambda_1 = \tfrac{d-3}{2}\kappa'(1) - \tfrac{d-1}{2}\kappa(1), \quad
+        \bar\lambda = (d-1)\kappa'(1) - (d-3)\kappa(1), \quad
+        \bar\lambda' = -\inf_{[-1, 1)} F = -F(u_*)
+
+    Attributes
+    ----------
+    kappa_1, kappa_prime_1, lambda_1, lambda_bar, lambda_bar_prime, u_star : float
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import constants
+    >>> c = constants("relu", 4, beta=1.0)
+    >>> type(c).__name__, c.lambda_1, c.lambda_bar, c.lambda_bar_prime, c.u_star
+    ('SyncConstants', -0.125, 0.25, 0.25, 1.0)
+    """
 
     kappa_1: float
     kappa_prime_1: float
@@ -515,7 +921,32 @@ class SyncConstants:
 def constants(
     activation: ActivationLike, d: int, sigma_u: float = 0.0, sigma_w: float = 0.0, beta: float = 1.0
 ) -> SyncConstants:
-    """``kappa(1)``, ``kappa'(1)``, ``lambda_1``, ``lambda_bar`` and ``lambda_bar'`` (inverse temperature ``beta``)."""
+    r"""``kappa(1)``, ``kappa'(1)``, ``lambda_1``, ``lambda_bar`` and ``lambda_bar'`` (inverse temperature ``beta``).
+
+    See :class:`SyncConstants` for the formulas.
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+        ``phi`` (:func:`tokensde.activations.get_activation`).
+    d : int
+        Dimension, ``d >= 2``.
+    sigma_u, sigma_w : float
+        Standard deviations of the biases ``b_U`` and ``b_W``.
+    beta : float
+        Inverse temperature of the attention (for ``lambda_bar'``).
+
+    Returns
+    -------
+    SyncConstants
+
+    Examples
+    --------
+    >>> from tokensde.theory.synchronization import constants
+    >>> c = constants("relu", 8, beta=2.0)
+    >>> c.kappa_1, c.kappa_prime_1, c.lambda_1, c.lambda_bar, round(c.lambda_bar_prime, 6)
+    (0.0625, 0.0625, -0.0625, 0.125, 0.125)
+    """
     k = kernel(activation, d, sigma_u, sigma_w)
     rate, u_star = k.energy_rate(beta)
     return SyncConstants(

@@ -140,10 +140,27 @@ def _log_abs_diff(la: Array, lb: Array) -> Array:
 
 @dataclass(frozen=True)
 class BoundaryRates:
-    """Linearisation of the overlap diffusion at one boundary.
+    r"""Linearisation of the overlap diffusion at one boundary.
 
     ``mu_prime`` is ``mu'(rho_b)``, ``D`` the coefficient in ``s^2 ~ 4 D delta^2``,
-    ``absorbing`` whether the noise vanishes there (``g(rho_b) = 0``).
+    ``absorbing`` whether the noise vanishes there (``g(rho_b) = 0``):
+
+    .. math:: \mu(\rho) \approx \mu'(\rho_b)(\rho - \rho_b), \qquad s^2(\rho) \approx 4 D (\rho - \rho_b)^2
+
+    Attributes
+    ----------
+    mu_prime, D : float
+    absorbing : bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tokensde.theory.two_point import TwoPointMotion
+    >>> m = TwoPointMotion(d=6, c0=lambda r: np.full_like(r, 0.2), c1=lambda r: 0.2 * r,
+    ...                    dc0=lambda r: np.zeros_like(r), dc1=lambda r: np.full_like(r, 0.2))
+    >>> b = m.upper  # at collapse, rho = 1
+    >>> round(b.mu_prime, 6), round(b.D, 6), b.absorbing
+    (0.4, 0.4, True)
     """
 
     mu_prime: float
@@ -189,6 +206,33 @@ class TwoPointMotion:
         computed from ``c0, c1``, ``mu`` is a difference of terms of size ``d`` and
         ``c_0 - rho c_1`` vanishes at the boundaries, which costs digits at large
         ``d`` and next to ``+-1``. The exponents always come from ``c0, c1``.
+
+    Notes
+    -----
+    The overlap ``rho = <x_1, x_2>`` solves
+
+    .. math::
+
+        d\rho = \mu(\rho)\,dt + s(\rho)\,dB, \qquad
+        \mu = b_{att} + c_1 (d - 2 + \rho^2) - (d-1) c_0 \rho, \qquad
+        s^2 = 2 (1 - \rho^2)(c_0 - \rho c_1),
+
+    and ends at ``-1`` with probability :meth:`p_antipodal` (module docstring).
+
+    Examples
+    --------
+    Tokens that attend only to themselves (model B's logistic case, ``c_1 = rho c_0``):
+
+    >>> import numpy as np
+    >>> from tokensde.theory.two_point import TwoPointMotion
+    >>> m = TwoPointMotion(d=6, c0=lambda r: np.full_like(r, 0.2), c1=lambda r: 0.2 * r,
+    ...                    dc0=lambda r: np.zeros_like(r), dc1=lambda r: np.full_like(r, 0.2))
+    >>> m.drift(np.array([0.5])).round(4).tolist(), m.diffusion2(np.array([0.5])).round(4).tolist()
+    ([-0.075], [0.225])
+    >>> round(m.exponent_collapse, 6), round(m.exponent_antipodal, 6), round(m.alpha_plus, 6)
+    (-0.2, -0.2, -0.5)
+    >>> round(m.p_antipodal(-0.5), 6)  # 1/2 - arcsin(-1/2)/pi = 2/3
+    0.666667
     """
 
     d: int

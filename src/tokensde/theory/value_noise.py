@@ -35,7 +35,26 @@ __all__ = [
 def beta_c(d: int) -> float:
     r"""Threshold ``beta_c(d) = arccosh(d - 2)/2`` (``0`` for ``d <= 3``).
 
-    Antipodal pairs attract with positive probability iff ``beta > beta_c(d)``.
+    Antipodal pairs attract with positive probability iff ``beta > beta_c(d)``:
+
+    .. math::
+
+        \beta_c(d) = \tfrac12 \operatorname{arccosh}(d - 2) \quad (d \ge 4), \qquad \beta_c(d) = 0 \quad (d \le 3).
+
+    Parameters
+    ----------
+    d : int
+        Dimension, ``d >= 2`` (``ValueError`` otherwise).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from tokensde.theory.value_noise import beta_c
+    >>> round(beta_c(6), 4), beta_c(3)
+    (1.0317, 0.0)
     """
     if d < 2:
         raise ValueError(f"d must be >= 2, got {d}")
@@ -43,23 +62,86 @@ def beta_c(d: int) -> float:
 
 
 def antipodal_attracting(d: int, beta: float) -> bool:
-    """``cosh(2 beta) > d - 2`` (strict): the antipodal configuration attracts.
+    r"""``cosh(2 beta) > d - 2`` (strict): the antipodal configuration attracts.
 
     ``cosh(2 beta)`` overflows a float beyond ``beta ~ 355``, where it exceeds any ``d - 2`` a float can hold.
+
+    .. math:: \cosh(2\beta) > d - 2 \iff \lambda_a < 0 \iff \beta > \beta_c(d)
+
+    Parameters
+    ----------
+    d : int
+        Dimension.
+    beta : float
+        Inverse temperature.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from tokensde.theory.value_noise import antipodal_attracting
+    >>> antipodal_attracting(6, 1.2), antipodal_attracting(6, 0.9)  # beta_c(6) = 1.0317
+    (True, False)
     """
     return 2.0 * abs(beta) > 700.0 or math.cosh(2.0 * beta) > d - 2
 
 
 def exponent_collapse(d: int, sigma: float = 1.0) -> float:
-    """Rate of ``log|x_1 - x_2|`` at collapse: ``-sigma^2 (d - 1) / 2``."""
+    r"""Rate of ``log|x_1 - x_2|`` at collapse: ``-sigma^2 (d - 1) / 2``.
+
+    .. math:: \lambda_c = \lim_{t\to\infty} \frac1t \log|x_1(t) - x_2(t)| = -\frac{\sigma^2 (d-1)}{2}
+        \quad \text{(on collapse)}
+
+    Parameters
+    ----------
+    d : int
+        Dimension.
+    sigma : float
+        Noise scale of the value matrices.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from tokensde.theory.value_noise import exponent_collapse
+    >>> exponent_collapse(6), exponent_collapse(6, sigma=0.5)
+    (-2.5, -0.625)
+    """
     return -(sigma**2) * (d - 1) / 2.0
 
 
 def exponent_antipodal(d: int, beta: float, sigma: float = 1.0) -> float:
-    """Rate of ``log|x_1 + x_2|`` at the antipode: ``sigma^2 ((d-2) - cosh 2beta) / (2 cosh^2 beta)``.
+    r"""Rate of ``log|x_1 + x_2|`` at the antipode: ``sigma^2 ((d-2) - cosh 2beta) / (2 cosh^2 beta)``.
 
     Evaluated as ``sigma^2 ((d - 1) sech^2(beta) / 2 - 1)`` (the same number, using
-    ``cosh 2beta = 2 cosh^2 beta - 1``), which does not overflow for large ``beta``.
+    ``cosh 2beta = 2 cosh^2 beta - 1``), which does not overflow for large ``beta``:
+
+    .. math:: \lambda_a = \sigma^2 \frac{(d - 2) - \cosh 2\beta}{2 \cosh^2 \beta}
+
+    Negative iff ``beta > beta_c(d)`` (:func:`antipodal_attracting`).
+
+    Parameters
+    ----------
+    d : int
+        Dimension.
+    beta : float
+        Inverse temperature.
+    sigma : float
+        Noise scale.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from tokensde.theory.value_noise import exponent_antipodal
+    >>> round(exponent_antipodal(6, 1.2), 4), round(exponent_antipodal(6, 1.2, sigma=0.5), 4)
+    (-0.2375, -0.0594)
     """
     sech = 0.0 if abs(beta) > 700.0 else 1.0 / math.cosh(beta)
     return sigma**2 * (0.5 * (d - 1) * sech * sech - 1.0)
@@ -71,7 +153,7 @@ _TINY_S2 = 1e-150
 
 
 def two_point_motion(d: int, beta: float, sigma: float = 1.0) -> TwoPointMotion:
-    """The overlap diffusion of two model-A tokens as a generic :class:`TwoPointMotion`.
+    r"""The overlap diffusion of two model-A tokens as a generic :class:`TwoPointMotion`.
 
     Exact derivatives of ``c_0, c_1`` are supplied (``p' = -beta p q``), and the
     closed form ``mu / (c_0 - rho c_1) = (d - 2) sech(beta (1 - rho)) - rho`` of
@@ -81,6 +163,33 @@ def two_point_motion(d: int, beta: float, sigma: float = 1.0) -> TwoPointMotion:
     ``c_0, c_1`` are those of ``sigma = 1`` and the motion's ``scale`` is
     ``sigma^2``, so that the exit law stays exact and the exponents are
     ``sigma^2`` times those of ``sigma = 1``.
+
+    With ``p = 1/(1 + e^{-beta (1 - rho)})``, ``q = 1 - p``:
+
+    .. math::
+
+        c_0 = \sigma^2 (p^2 + q^2 + 2 p q \rho), \qquad
+        c_1 = \sigma^2 (2 p q + (p^2 + q^2) \rho).
+
+    Parameters
+    ----------
+    d : int
+        Dimension.
+    beta : float
+        Inverse temperature.
+    sigma : float
+        Noise scale.
+
+    Returns
+    -------
+    TwoPointMotion
+
+    Examples
+    --------
+    >>> from tokensde.theory.value_noise import two_point_motion
+    >>> m = two_point_motion(6, 1.2)
+    >>> round(m.exponent_collapse, 4), round(m.exponent_antipodal, 4), round(m.p_antipodal(0.3), 4)
+    (-2.5, -0.2375, 0.008)
     """
     s2 = float(sigma) ** 2
     scale = 1.0
@@ -123,5 +232,31 @@ def two_point_motion(d: int, beta: float, sigma: float = 1.0) -> TwoPointMotion:
 
 
 def p_antipodal(d: int, beta: float, rho0: float = 0.0) -> float:
-    """``P(rho_t -> -1 | rho_0)`` for two model-A tokens (independent of ``sigma``)."""
+    r"""``P(rho_t -> -1 | rho_0)`` for two model-A tokens (independent of ``sigma``).
+
+    The exit law of the overlap diffusion, from its scale density ``s'``:
+
+    .. math:: P(\rho_t \to -1 \mid \rho_0) = \frac{\int_{\rho_0}^1 s'(r)\,dr}{\int_{-1}^1 s'(r)\,dr},
+
+    ``0`` when ``beta <= beta_c(d)`` (see :class:`~tokensde.theory.two_point.TwoPointMotion`).
+
+    Parameters
+    ----------
+    d : int
+        Dimension.
+    beta : float
+        Inverse temperature.
+    rho0 : float
+        Initial overlap in ``[-1, 1]``.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from tokensde.theory.value_noise import p_antipodal
+    >>> round(p_antipodal(6, 1.2, 0.3), 6), p_antipodal(6, 0.5)
+    (0.007987, 0.0)
+    """
     return two_point_motion(d, beta).p_antipodal(rho0)

@@ -1,4 +1,9 @@
-"""Figures of the ``accuracy`` experiment (matplotlib): accuracy with intervals, clustering through depth."""
+"""Figures of the ``accuracy`` experiment, static and interactive, from its results table.
+
+:func:`accuracy_figures` (matplotlib, drawn by ``Accuracy.figures``): accuracy with intervals,
+clustering through depth; :func:`interactive` (plotly, drawn by the report). Both return
+figures and write nothing.
+"""
 
 from __future__ import annotations
 

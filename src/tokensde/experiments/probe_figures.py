@@ -3,6 +3,8 @@
 Both read only the tidy table of :class:`tokensde.experiments.probe.Probe`: one row per
 ``(architecture, hidden, layer)`` with the network's metrics, the SDE's (``sde_``
 prefix) and the cosine histograms ``hist`` / ``sde_hist`` (equal bins of ``[-1, 1]``).
+:func:`static_figures` is drawn by ``Probe.figures``, :func:`interactive` by the report;
+both return figures and write nothing.
 """
 
 from __future__ import annotations

@@ -1,0 +1,440 @@
+r"""The engine: one integration routine for equation (*), driven by a Brownian path object.
+
+Every simulation in tokensde is a call of :func:`integrate` (one run) or
+:func:`integrate_runs` (several runs on one path); the loop over steps in
+:func:`_integrate_chunk` is the only stepping loop in the package.
+
+* A :class:`BrownianPath` is a *description* of the standard normals ``xi_k``
+  (``k = 0, 1, ...``, shape ``(B, *shape)`` per step) that drive the systems:
+  the seed, the key that identifies the stream, the number of systems. Two
+  integrations on the same path see the same normals. Its coarsened view of
+  ratio ``r`` (:meth:`BrownianPath.coarsen`) takes, for its ``j``-th step, the
+  normalised sum ``(xi_{jr} + ... + xi_{jr+r-1}) / sqrt(r)``: exactly the
+  Brownian increment of a step ``r dt`` of the same path. So a run at ``dt``
+  and a run at ``2 dt`` on views of one path are coupled (strong-error studies,
+  Richardson extrapolation, a discrete stack against its limit).
+* A :class:`Run` is one numerical solution: a model stepped by a solver
+  (:data:`tokensde.solvers.SOLVERS`) or by a custom step, every ``ratio``
+  fine steps of the path, with step ``ratio * dt``.
+* :class:`Hooks` carry what experiments need during the loop: retiring
+  settled systems (their noise stops being drawn), observing (recording,
+  renormalising) at chosen steps, progress.
+
+Fast routes are capabilities of the model, asked once per slab of steps by
+the solver's ``prepare`` (see :mod:`tokensde.models.base`); the engine only sees
+a step function, optionally with a ``slab`` method (several steps at once) and a
+``chunk`` size and a ``rows(lo, hi)`` method (the step is elementwise per
+system, so it may be run on cache-sized chunks of systems).
+
+Reproducibility: the normals of a system depend only on ``(seed, key, its
+index)`` (:class:`~tokensde.noise.NoiseStream`), so results do not depend on how
+the systems are chunked, on which systems retire, nor on other runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .noise import BLOCK, SLAB, NoiseStream
+
+__all__ = ["BrownianPath", "Run", "Hooks", "Solution", "integrate", "integrate_runs", "coarse_normals"]
+
+Step = Callable[[Tensor, Any, float], Tensor]
+
+
+@dataclass(frozen=True)
+class BrownianPath:
+    r"""The standard normals driving ``systems`` systems, one ``(systems, *shape)`` draw per fine step.
+
+    Parameters
+    ----------
+    seed : int
+        Base seed.
+    key : tuple
+        Identifies the stream; different keys give independent paths.
+    systems : int
+        Number of systems ``B`` (defines the blocks of :data:`~tokensde.noise.BLOCK` systems).
+    shape : tuple of int
+        One system's normals per step (the model's ``noise_shape``).
+    dtype, device
+        Of the normals (those of the state they drive).
+    cells : tuple of (key, systems), optional
+        Several keyed streams concatenated (each cell's systems get exactly the
+        numbers of a path with that key); then ``key`` and ``systems`` are ignored.
+    ratio : int
+        Coarsening of this view (:meth:`coarsen`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.engine import BrownianPath
+    >>> path = BrownianPath(seed=0, key=("demo",), systems=3, shape=(2, 4))
+    >>> path.coarsen(2).ratio, path.total
+    (2, 3)
+    """
+
+    seed: int
+    key: tuple[Any, ...] = ()
+    systems: int = 1
+    shape: tuple[int, ...] = ()
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+    cells: tuple[tuple[tuple[Any, ...], int], ...] | None = None
+    ratio: int = 1
+
+    @classmethod
+    def for_model(
+        cls, model: Any, x0: Tensor, seed: int, key: tuple[Any, ...] = (), discrete: bool = False
+    ) -> BrownianPath:
+        """The path of ``model``'s noise shape for the systems of ``x0`` ``(B, n, d)``, in its dtype and device."""
+        bsz, n, d = x0.shape
+        shape = tuple(model.noise_shape(n, d, discrete=discrete))
+        return cls(int(seed), tuple(key), bsz, shape, x0.dtype, str(x0.device))
+
+    @property
+    def total(self) -> int:
+        """Number of systems."""
+        return self.systems if self.cells is None else sum(r for _, r in self.cells)
+
+    def coarsen(self, r: int) -> BrownianPath:
+        """The view whose step ``j`` is ``(xi_{jr} + ... + xi_{jr+r-1}) / sqrt(r)`` (ratios multiply)."""
+        if int(r) < 1:
+            raise ValueError(f"ratio must be >= 1, got {r}")
+        return dataclasses.replace(self, ratio=self.ratio * int(r))
+
+    def fine(self) -> BrownianPath:
+        """The underlying path (ratio 1)."""
+        return dataclasses.replace(self, ratio=1)
+
+    def stream(self, start: int = 0, stop: int | None = None) -> NoiseStream:
+        """A fresh :class:`~tokensde.noise.NoiseStream` of the fine normals of systems ``start..stop``."""
+        if self.cells is not None:
+            if (start, stop) not in ((0, None), (0, self.total)):
+                raise ValueError("a path of several cells is streamed whole")
+            return NoiseStream.for_cells(self.seed, list(self.cells), self.shape, self.dtype, self.device)
+        return NoiseStream(self.seed, self.key, self.systems, self.shape, start, stop, self.dtype, self.device)
+
+
+def coarse_normals(group: Sequence[Tensor], r: int) -> Tensor:
+    """``(xi_1 + ... + xi_r) / sqrt(r)``, summed left to right (the one formula of every coarse step)."""
+    acc = group[0].clone()
+    for xi in group[1:]:
+        acc.add_(xi)
+    return acc if r == 1 else acc.mul_(1.0 / math.sqrt(r))
+
+
+@dataclass
+class Run:
+    """One solution on a path: ``model`` stepped by ``solver`` (or ``step``) every ``ratio`` fine steps.
+
+    ``step(x, xi, h)`` (optional) replaces model and solver: a step of size ``h``
+    from the (coarsened) normals ``xi`` (``None`` for a path-less run).
+    ``name`` keys the result of :func:`integrate_runs` (default: the ratio).
+    """
+
+    model: Any = None
+    solver: Any = "euler"
+    ratio: int = 1
+    name: str = ""
+    step: Step | None = None
+    compile: bool = False
+
+    def label(self) -> str:
+        return self.name or str(self.ratio)
+
+
+@dataclass
+class Hooks:
+    """What an experiment does during the loop (all optional).
+
+    retire(k, states, alive) -> alive
+        At every slab start ``k`` (a multiple of the stream's slab, 16 steps):
+        ``states[name]`` the full ``(B, n, d)`` states, ``alive[name]`` the
+        indices of the systems still stepped; returns the new index sets
+        (subsets). Retired systems keep their last state; the path stops
+        drawing for blocks whose systems all retired (other systems' numbers
+        are unchanged).
+    observe(k, states)
+        After fine step ``k`` (0-based) when ``observe_at(k)`` is true (every step
+        if ``observe_at`` is ``None``), with the full states; may modify them in
+        place (renormalisation).
+    progress(k, active)
+        After every fine step, with the number of systems stepped.
+    """
+
+    retire: Callable[[int, dict[str, Tensor], dict[str, Tensor]], dict[str, Tensor]] | None = None
+    observe: Callable[[int, dict[str, Tensor]], None] | None = None
+    observe_at: Callable[[int], bool] | None = None
+    progress: Callable[[int, int], None] | None = None
+
+
+@dataclass
+class Solution:
+    """Final states ``x`` ``(B, n, d)`` and, if saved, ``xs`` ``(K, B, n, d)`` at times ``t``."""
+
+    x: Tensor
+    t: list[float] = field(default_factory=list)
+    xs: Tensor | None = None
+
+
+def integrate(
+    model: Any,
+    x0: Tensor,
+    path: BrownianPath | None,
+    dt: float,
+    steps: int,
+    solver: Any = "euler",
+    save_every: int = 0,
+    hooks: Hooks | None = None,
+    chunk: int | None = None,
+    compile: bool = False,
+) -> Solution:
+    r"""Integrate ``model`` from ``x0`` ``(B, n, d)`` over ``steps`` fine steps of ``dt`` of ``path``.
+
+    On a coarsened view of ratio ``r`` the run takes ``steps / r`` steps of
+    ``r dt`` (``steps`` must be a multiple of ``r``). ``solver``: a name of
+    :data:`tokensde.solvers.SOLVERS` (``euler``, ``heun``, ``stack``) or a
+    solver object. ``save_every``: keep the states every that many fine steps
+    (a multiple of ``r``). ``chunk``: integrate that many systems at a time (a
+    multiple of 256; bounds memory, same numbers). ``path=None``: no noise
+    (the step receives ``xi = None``). The model's contract is checked once here
+    (:func:`tokensde.models.base.check_model`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde import ValueNoise, BrownianPath, integrate
+    >>> from tokensde.sphere import uniform
+    >>> model = ValueNoise(beta=1.0)
+    >>> x0 = uniform((4, 8), 3, torch.Generator().manual_seed(0))
+    >>> path = BrownianPath.for_model(model, x0, seed=1)
+    >>> sol = integrate(model, x0, path, dt=0.01, steps=20, save_every=10)
+    >>> tuple(sol.x.shape), tuple(sol.xs.shape), sol.t
+    ((4, 8, 3), (3, 4, 8, 3), [0.0, 0.1, 0.2])
+    >>> coarse = integrate(model, x0, path.coarsen(2), dt=0.01, steps=20)
+    >>> bool((coarse.x - sol.x).norm(dim=-1).max() < 0.2)  # coupled: the same Brownian path
+    True
+    """
+    ratio = 1 if path is None else path.ratio
+    base = None if path is None else path.fine()
+    run = Run(model=model, solver=solver, ratio=ratio, name="x", compile=compile)
+    return integrate_runs([run], x0, base, dt, steps, save_every=save_every, hooks=hooks, chunk=chunk)["x"]
+
+
+def integrate_runs(
+    runs: Sequence[Run],
+    x0: Tensor,
+    path: BrownianPath | None,
+    dt: float,
+    steps: int,
+    save_every: int = 0,
+    hooks: Hooks | None = None,
+    chunk: int | None = None,
+) -> dict[str, Solution]:
+    r"""Several runs from ``x0`` driven by one path (drawn once): ``{run name: Solution}``.
+
+    A run of ratio ``r`` steps every ``r`` fine steps with step ``r dt`` and the
+    normals ``(xi_{jr} + ... + xi_{jr+r-1}) / sqrt(r)``. ``steps`` and
+    ``save_every`` must be multiples of every ratio; every run saves at the same
+    times. See :func:`integrate` for the other arguments.
+    """
+    from .models.base import check_model
+    from .solvers import resolve_solver
+
+    hooks = hooks or Hooks()
+    names = [r.label() for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must be distinct, got {names}")
+    for r in runs:
+        if r.ratio < 1 or steps % r.ratio or (save_every and save_every % r.ratio):
+            raise ValueError(f"run {r.label()}: steps and save_every must be multiples of its ratio {r.ratio}")
+        if r.step is None:
+            scheme = resolve_solver(r.solver)
+            check_model(r.model, x0, path.shape if path is not None else None, scheme.discrete)
+    bsz = x0.shape[0]
+    if chunk is not None and (hooks.retire or hooks.observe) and chunk < bsz:
+        raise ValueError("hooks that see the states need the systems in one chunk (chunk=None)")
+    chunk = bsz if chunk is None else max(BLOCK, (chunk // BLOCK) * BLOCK)
+    parts = [
+        _integrate_chunk(runs, x0[lo : lo + chunk], path, lo, min(lo + chunk, bsz), bsz, dt, steps, save_every, hooks)
+        for lo in range(0, bsz, chunk)
+    ]
+    times = [k * dt for k in range(0, steps + 1, save_every)] if save_every else []
+    out = {}
+    for name in names:
+        x = torch.cat([p[name][0] for p in parts]) if len(parts) > 1 else parts[0][name][0]
+        xs = None
+        if save_every:
+            saved = [p[name][1] for p in parts]
+            xs = torch.cat([t for t in saved if t is not None], 1) if len(saved) > 1 else saved[0]
+        out[name] = Solution(x, times, xs)
+    return out
+
+
+def _stepper(run: Run, x: Tensor, start: int, stop: int, total: int, idx: Tensor | None) -> Step:
+    """The step of ``run`` for the systems ``start..stop`` of ``total`` (and among them ``idx``)."""
+    if run.step is not None:
+        return run.step
+    from .solvers import resolve_solver
+
+    model = run.model
+    if (start, stop) != (0, total):
+        model = model.select(torch.arange(start, stop, device=x.device), total)
+    if idx is not None:
+        model = model.select(idx, stop - start)
+    return resolve_solver(run.solver).prepare(model, x, compile=run.compile)
+
+
+def _integrate_chunk(
+    runs: Sequence[Run],
+    x0: Tensor,
+    path: BrownianPath | None,
+    start: int,
+    stop: int,
+    total: int,
+    dt: float,
+    steps: int,
+    save_every: int,
+    hooks: Hooks,
+) -> dict[str, tuple[Tensor, Tensor | None]]:
+    """The stepping loop over the systems ``start..stop`` (the engine's only loop over steps).
+
+    The path is drawn a slab (16 steps) at a time. A slab in which no hook reads a state and every coarse
+    step lies inside is run by each run on one chunk of systems after the other (cache-sized chunks when
+    the step says it is elementwise per system: the same numbers); otherwise step by step.
+    """
+    stream = None if path is None else path.stream(start, None if stop == total else stop)
+    slab_len = SLAB if stream is None else stream.slab
+    names = [r.label() for r in runs]
+    size = x0.shape[0]
+    if hooks.retire is not None and any(slab_len % r.ratio for r in runs):
+        raise ValueError(f"retiring systems needs ratios that divide the slab ({slab_len} steps)")
+    full = {name: x0.clone() for name in names}
+    everyone = torch.arange(size, device=x0.device)
+    alive: dict[str, Tensor] = dict.fromkeys(names, everyone)
+    saved: dict[str, list[Tensor]] = {name: [x0.clone()] for name in names} if save_every else {}
+    acc: dict[str, Tensor | None] = dict.fromkeys(names)
+    observe_at = hooks.observe_at or (lambda k: True)
+
+    def gather(name: str) -> Tensor:
+        return full[name] if len(alive[name]) == size else full[name][alive[name]]
+
+    def scatter(name: str, part: Tensor) -> None:
+        if len(alive[name]) == size:
+            full[name] = part
+        else:
+            full[name][alive[name]] = part
+
+    k0 = 0
+    while k0 < steps:
+        if hooks.retire is not None:
+            alive = hooks.retire(k0, full, dict(alive))
+            if stream is not None:
+                needed = torch.zeros(len(stream.blocks), dtype=torch.bool, device=x0.device)
+                for name in names:
+                    needed[stream.block_of[alive[name]]] = True
+                stream.retire(needed)
+        n_here = min(slab_len, steps - k0)
+        if hooks.observe is None and not save_every and not any(len(a) for a in alive.values()):
+            break  # every system retired and nothing left to record
+        work = {name: gather(name) for name in names}
+        step_of = {
+            r.label(): _stepper(r, work[r.label()], start, stop, total, _subset(alive[r.label()], size)) for r in runs
+        }
+        noise: dict[str, Tensor] = {}
+        if stream is not None:
+            slab = stream.next_slab()
+            by_system = slab.transpose(0, 1)
+            for name in names:
+                noise[name] = slab if len(alive[name]) == size else by_system[alive[name]].transpose(0, 1)
+        active = max(len(a) for a in alive.values())
+        ends = range(k0 + 1, k0 + n_here + 1)
+        stepwise = (
+            (hooks.observe is not None and any(observe_at(k - 1) for k in ends))
+            or (save_every and any(k % save_every == 0 for k in ends))
+            or any(n_here % r.ratio or k0 % r.ratio for r in runs)
+        )
+        if not stepwise:
+            for r in runs:
+                name = r.label()
+                if len(work[name]):
+                    work[name] = _run_slab(step_of[name], work[name], noise.get(name), n_here, r.ratio, dt)
+            if hooks.progress is not None:
+                for k in ends:
+                    hooks.progress(k - 1, active)
+        else:
+            for k in ends:
+                for r in runs:
+                    name, ratio = r.label(), r.ratio
+                    if not len(work[name]):
+                        continue
+                    xi = None
+                    if stream is not None:
+                        fine = noise[name][k - 1 - k0]
+                        if ratio > 1:
+                            # a running sum, the operations of coarse_normals (kept across slabs)
+                            s = acc[name]
+                            acc[name] = fine.clone() if s is None else s.add_(fine)
+                            if k % ratio:
+                                continue
+                            xi, acc[name] = acc[name].mul_(1.0 / math.sqrt(ratio)), None  # type: ignore[union-attr]
+                        else:
+                            xi = fine.contiguous()
+                    elif k % ratio:
+                        continue
+                    work[name] = step_of[name](work[name], xi, ratio * dt)
+                due = hooks.observe is not None and observe_at(k - 1)
+                keep = bool(save_every) and k % save_every == 0
+                if due or keep:
+                    for name in names:
+                        scatter(name, work[name])
+                    if keep:
+                        for name in names:
+                            saved[name].append(full[name].clone())
+                    if due:
+                        assert hooks.observe is not None
+                        hooks.observe(k - 1, full)
+                    work = {name: gather(name) for name in names}
+                if hooks.progress is not None:
+                    hooks.progress(k - 1, active)
+        for name in names:
+            scatter(name, work[name])
+        k0 += n_here
+    return {name: (full[name], torch.stack(saved[name]) if save_every else None) for name in names}
+
+
+def _subset(idx: Tensor, size: int) -> Tensor | None:
+    return None if len(idx) == size else idx
+
+
+def _run_slab(step: Step, x: Tensor, noise: Tensor | None, n_here: int, ratio: int, dt: float) -> Tensor:
+    """``n_here / ratio`` steps of ``ratio dt`` of ``x`` with the slab's normals ``noise`` ``(S, B, ...)``."""
+    h = ratio * dt
+    if noise is None:
+        for _ in range(n_here // ratio):
+            x = step(x, None, h)
+        return x
+    nz = noise[:n_here]
+    if ratio > 1:
+        nz = coarse_normals(list(nz.view(n_here // ratio, ratio, *nz.shape[1:]).unbind(1)), ratio)
+    many = getattr(step, "slab", None)
+    if many is not None:
+        return many(x, nz, h)
+    width = getattr(step, "chunk", None) or len(x)
+    if width >= len(x):
+        for g in range(nz.shape[0]):
+            x = step(x, nz[g].contiguous(), h)
+        return x
+    for lo in range(0, len(x), width):
+        part, sub = x[lo : lo + width], step.rows(lo, lo + width)  # type: ignore[attr-defined]
+        for g in range(nz.shape[0]):
+            part = sub(part, nz[g, lo : lo + width], h)
+        x[lo : lo + width] = part
+    return x
