@@ -22,13 +22,18 @@ Models [tokensde.models]
     MultiheadLimit    model B: diffusive SDE, ballistic and modified ODE limits
     MLPNoise          model C: fixed attention, random MLP blocks
     KernelModel       a model given by a drift and a common-noise kernel [models.kernel]
-    load_model        build a model from its description [models.kernel]
+    load_model        build a model from "MODULE:FACTORY" (runs that code) [models.kernel]
+    Model             base class of the model contract: drift, kernel, noise [models.base]
+    check_model       validate a model for an integration [models.base]
 
 Engine [tokensde.engine, tokensde.solvers]
-    integrate         integrate a model on the product of spheres [engine]
-    BrownianPath      one Brownian path, reusable across step sizes [engine]
-    Solution          the result of ``integrate`` [engine]
-    simulate          the general driver: chunks of systems, optional recording [solvers]
+    integrate         integrate a model on a Brownian path: the one stepping loop [engine]
+    integrate_runs    several runs (models, solvers, step ratios) on one path [engine]
+    BrownianPath      the normals driving the systems; .coarsen(r) for steps r dt [engine]
+    Run               one run of integrate_runs: model, solver, ratio [engine]
+    Hooks             retire, observe, progress inside the loop [engine]
+    Solution          the result of ``integrate``: final states, saved states, times [engine]
+    simulate          integrate with a path made from (seed, key) [solvers]
     EulerMaruyama     projected Ito Euler-Maruyama (strong 1/2, weak 1) [solvers]
     StratonovichHeun  stochastic Heun on the Stratonovich form [solvers]
     Stack             the discrete random stack itself [solvers]
@@ -104,8 +109,13 @@ _LAZY = {
     "MLPNoise": "tokensde.models:MLPNoise",
     "KernelModel": "tokensde.models.kernel:KernelModel",
     "load_model": "tokensde.models.kernel:load_model",
+    "Model": "tokensde.models.base:Model",
+    "check_model": "tokensde.models.base:check_model",
     # engine
     "integrate": "tokensde.engine:integrate",
+    "integrate_runs": "tokensde.engine:integrate_runs",
+    "Run": "tokensde.engine:Run",
+    "Hooks": "tokensde.engine:Hooks",
     "BrownianPath": "tokensde.engine:BrownianPath",
     "Solution": "tokensde.engine:Solution",
     "simulate": "tokensde.solvers:simulate",

@@ -123,7 +123,37 @@ class BrownianPath:
 
 
 def coarse_normals(group: Sequence[Tensor], r: int) -> Tensor:
-    """``(xi_1 + ... + xi_r) / sqrt(r)``, summed left to right (the one formula of every coarse step)."""
+    r"""``(xi_1 + ... + xi_r) / sqrt(r)``, summed left to right (the one formula of every coarse step).
+
+    .. math:: \xi^{(r)} = \frac{1}{\sqrt r} \sum_{k=1}^{r} \xi_k
+
+    If the ``xi_k`` are the standard normals of ``r`` consecutive steps of size
+    ``dt``, ``sqrt(r dt) xi^(r)`` is exactly the Brownian increment over the
+    step ``r dt``, and ``xi^(r)`` is again standard normal.
+
+    Parameters
+    ----------
+    group : sequence of Tensor
+        The ``r`` fine normals, all of one shape (e.g. ``(B, *noise_shape)``);
+        the first one is not modified.
+    r : int
+        Their number (the coarsening ratio).
+
+    Returns
+    -------
+    Tensor
+        Same shape as each ``xi_k`` (a new tensor).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.engine import coarse_normals
+    >>> g = torch.Generator().manual_seed(0)
+    >>> xs = [torch.randn(10000, generator=g) for _ in range(4)]
+    >>> z = coarse_normals(xs, 4)
+    >>> bool(torch.allclose(z, sum(xs) / 2)), round(float(z.var()), 1)  # standard normal again
+    (True, 1.0)
+    """
     acc = group[0].clone()
     for xi in group[1:]:
         acc.add_(xi)
@@ -132,11 +162,45 @@ def coarse_normals(group: Sequence[Tensor], r: int) -> Tensor:
 
 @dataclass
 class Run:
-    """One solution on a path: ``model`` stepped by ``solver`` (or ``step``) every ``ratio`` fine steps.
+    r"""One solution on a path: ``model`` stepped by ``solver`` (or ``step``) every ``ratio`` fine steps.
 
-    ``step(x, xi, h)`` (optional) replaces model and solver: a step of size ``h``
-    from the (coarsened) normals ``xi`` (``None`` for a path-less run).
-    ``name`` keys the result of :func:`integrate_runs` (default: the ratio).
+    A run of ratio ``r`` takes, for its ``j``-th step, the step ``r dt`` with the
+    normals ``(xi_{jr} + ... + xi_{jr+r-1}) / sqrt(r)`` (:func:`coarse_normals`).
+
+    Parameters
+    ----------
+    model : object
+        A model of the contract (:mod:`tokensde.models.base`); ignored when ``step`` is given.
+    solver : str or solver
+        A name of :data:`tokensde.solvers.SOLVERS` (``euler``, ``heun``, ``stack``) or a solver object.
+    ratio : int
+        Fine steps per step of this run.
+    name : str
+        Keys the result of :func:`integrate_runs` (default: the ratio, see :meth:`label`).
+    step : callable, optional
+        ``step(x, xi, h) -> x'`` on states ``(B, n, d)``, replacing model and solver:
+        a step of size ``h`` from the (coarsened) normals ``xi`` (``None`` for a path-less run).
+    compile : bool
+        Passed to the solver's ``prepare`` (compiled fused routes).
+
+    Examples
+    --------
+    A Brownian motion in ``R^2`` (the states need not be on a sphere for a
+    custom step): its runs at ``dt`` and ``4 dt`` on one path end at the same
+    point, since the coarse increments are sums of the fine ones.
+
+    >>> import math
+    >>> import torch
+    >>> from tokensde.engine import BrownianPath, Run, integrate_runs
+    >>> def brownian(w, xi, h):
+    ...     return w + math.sqrt(h) * xi
+    >>> runs = [Run(step=brownian, name="fine"), Run(step=brownian, ratio=4)]
+    >>> [r.label() for r in runs]
+    ['fine', '4']
+    >>> path = BrownianPath(seed=0, systems=3, shape=(1, 2))
+    >>> out = integrate_runs(runs, torch.zeros(3, 1, 2), path, dt=0.01, steps=64)
+    >>> bool(torch.allclose(out["fine"].x, out["4"].x, atol=1e-6))
+    True
     """
 
     model: Any = None
@@ -154,19 +218,48 @@ class Run:
 class Hooks:
     """What an experiment does during the loop (all optional).
 
-    retire(k, states, alive) -> alive
+    Parameters
+    ----------
+    retire : callable ``(k, states, alive) -> alive``, optional
         At every slab start ``k`` (a multiple of the stream's slab, 16 steps):
         ``states[name]`` the full ``(B, n, d)`` states, ``alive[name]`` the
         indices of the systems still stepped; returns the new index sets
         (subsets). Retired systems keep their last state; the path stops
         drawing for blocks whose systems all retired (other systems' numbers
         are unchanged).
-    observe(k, states)
+    observe : callable ``(k, states) -> None``, optional
         After fine step ``k`` (0-based) when ``observe_at(k)`` is true (every step
         if ``observe_at`` is ``None``), with the full states; may modify them in
         place (renormalisation).
-    progress(k, active)
+    observe_at : callable ``(k) -> bool``, optional
+        When ``observe`` is called (default: every step).
+    progress : callable ``(k, active) -> None``, optional
         After every fine step, with the number of systems stepped.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde import ValueNoise
+    >>> from tokensde.engine import BrownianPath, Hooks, integrate
+    >>> from tokensde.sphere import uniform
+    >>> model = ValueNoise(beta=1.0)
+    >>> x0 = uniform((2, 4), 3, torch.Generator().manual_seed(0))
+    >>> path = BrownianPath.for_model(model, x0, seed=0)
+    >>> seen = []
+    >>> hooks = Hooks(observe=lambda k, states: seen.append(k), observe_at=lambda k: k % 5 == 4)
+    >>> _ = integrate(model, x0, path, dt=0.01, steps=10, hooks=hooks)
+    >>> seen
+    [4, 9]
+
+    Retiring system 0 at the start: it keeps its initial state, and system 1
+    gets the numbers it gets without retirement.
+
+    >>> def retire(k, states, alive):
+    ...     return {name: idx[idx != 0] for name, idx in alive.items()}
+    >>> kept = integrate(model, x0, path, dt=0.01, steps=10, hooks=Hooks(retire=retire))
+    >>> full = integrate(model, x0, path, dt=0.01, steps=10)
+    >>> bool(torch.equal(kept.x[0], x0[0])), bool(torch.allclose(kept.x[1], full.x[1]))
+    (True, True)
     """
 
     retire: Callable[[int, dict[str, Tensor], dict[str, Tensor]], dict[str, Tensor]] | None = None
@@ -177,7 +270,31 @@ class Hooks:
 
 @dataclass
 class Solution:
-    """Final states ``x`` ``(B, n, d)`` and, if saved, ``xs`` ``(K, B, n, d)`` at times ``t``."""
+    """Final states ``x`` ``(B, n, d)`` and, if saved, ``xs`` ``(K, B, n, d)`` at times ``t``.
+
+    Parameters
+    ----------
+    x : Tensor ``(B, n, d)``
+        The states after the last step.
+    t : list of float
+        The times of the saved states (``K`` of them, starting at 0; empty if none saved).
+    xs : Tensor ``(K, B, n, d)``, optional
+        The saved states; ``xs[0]`` is the initial state and ``xs[-1]`` is ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde import ValueNoise
+    >>> from tokensde.engine import BrownianPath, integrate
+    >>> from tokensde.sphere import uniform
+    >>> model = ValueNoise(beta=1.0)
+    >>> x0 = uniform((2, 3), 4, torch.Generator().manual_seed(0))
+    >>> sol = integrate(model, x0, BrownianPath.for_model(model, x0, seed=0), dt=0.05, steps=4, save_every=2)
+    >>> tuple(sol.x.shape), tuple(sol.xs.shape), sol.t
+    ((2, 3, 4), (3, 2, 3, 4), [0.0, 0.1, 0.2])
+    >>> bool(torch.equal(sol.xs[0], x0)), bool(torch.equal(sol.xs[-1], sol.x))
+    (True, True)
+    """
 
     x: Tensor
     t: list[float] = field(default_factory=list)
@@ -244,6 +361,46 @@ def integrate_runs(
     normals ``(xi_{jr} + ... + xi_{jr+r-1}) / sqrt(r)``. ``steps`` and
     ``save_every`` must be multiples of every ratio; every run saves at the same
     times. See :func:`integrate` for the other arguments.
+
+    Parameters
+    ----------
+    runs : sequence of Run
+        With distinct names (:meth:`Run.label`).
+    x0 : Tensor ``(B, n, d)``
+        The common initial state.
+    path : BrownianPath or None
+        The fine path (ratio 1); ``None`` for path-less runs (ODEs).
+    dt : float
+        The fine step.
+    steps : int
+        Number of fine steps.
+
+    Returns
+    -------
+    dict of str to Solution
+        One :class:`Solution` per run, states ``(B, n, d)``.
+
+    Examples
+    --------
+    Model A's limit at ``dt`` and ``2 dt``, and its discrete stack, on one path
+    (with Gaussian entries the stack's ``sqrt(h) Z_k`` are the limit's Brownian
+    increments): three coupled runs that stay close.
+
+    >>> import torch
+    >>> from tokensde import ValueNoise
+    >>> from tokensde.engine import BrownianPath, Run, integrate, integrate_runs
+    >>> from tokensde.sphere import uniform
+    >>> model = ValueNoise(beta=1.0, route="matrix")
+    >>> x0 = uniform((4, 3), 3, torch.Generator().manual_seed(0))
+    >>> path = BrownianPath.for_model(model, x0, seed=0)
+    >>> runs = [Run(model, "euler", 1, "fine"), Run(model, "euler", 2, "coarse"), Run(model, "stack", 1, "stack")]
+    >>> out = integrate_runs(runs, x0, path, dt=1e-3, steps=64)
+    >>> sorted(out), tuple(out["stack"].x.shape)
+    (['coarse', 'fine', 'stack'], (4, 3, 3))
+    >>> [bool((out[k].x - out["fine"].x).norm(dim=-1).max() < 0.05) for k in ("coarse", "stack")]
+    [True, True]
+    >>> bool(torch.equal(out["fine"].x, integrate(model, x0, path, dt=1e-3, steps=64).x))
+    True
     """
     from .models.base import check_model
     from .solvers import resolve_solver

@@ -234,6 +234,32 @@ def entry_law(xi: Tensor, law: str, nu: float = 5.0, p: float = 0.5) -> Tensor:
     ``sparse`` (Bernoulli(``p``)-masked normal over ``sqrt(p)``); ``haar``
     (``sqrt(d) Q``, ``Q`` Haar, for ``xi`` of shape ``(..., d, d)``). All mean 0,
     variance 1 (``student`` with ``nu <= 2``: infinite); see :mod:`tokensde.laws`.
+
+    Parameters
+    ----------
+    xi : Tensor ``(..., d, d)``
+        Standard normals, one per entry.
+    law : str
+        A name of :data:`tokensde.laws.LAWS`.
+    nu, p : float
+        Parameters of the ``student`` and ``sparse`` laws.
+
+    Returns
+    -------
+    Tensor ``(..., d, d)``
+        The entries ``Z``, a deterministic function of ``xi``.
+
+    Examples
+    --------
+    >>> import math
+    >>> import torch
+    >>> from tokensde.noise import entry_law
+    >>> xi = torch.randn(100, 4, 4, generator=torch.Generator().manual_seed(0))
+    >>> bool(torch.equal(entry_law(xi, "gaussian"), xi)), bool(torch.equal(entry_law(xi, "rademacher"), xi.sign()))
+    (True, True)
+    >>> u = entry_law(xi, "uniform")  # sqrt(3) (2 Phi(xi) - 1)
+    >>> bool(torch.allclose(u, math.sqrt(3) * (2 * torch.special.ndtr(xi) - 1), atol=1e-6)), round(float(u.var()), 1)
+    (True, 1.0)
     """
     from .laws import entries
 

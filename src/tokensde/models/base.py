@@ -125,6 +125,36 @@ def check_model(model: Any, x0: Tensor, shape: tuple[int, ...] | None, discrete:
     limit, :meth:`Model.layer` for the stack); the path's shape is the model's
     ``noise_shape``; one step's coefficients of the first system have the
     contract's shapes. Raises ``ValueError`` naming what is wrong.
+
+    Parameters
+    ----------
+    model : object
+        A model of the contract (:class:`Model` or any object with its methods).
+    x0 : Tensor ``(B, n, d)``
+        The initial states.
+    shape : tuple of int or None
+        The normals per system and step of the path (``None``: a path-less run).
+    discrete : bool
+        Whether the solver steps the discrete stack (``layer``) rather than the limit.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde import ValueNoise
+    >>> from tokensde.models.base import check_model
+    >>> from tokensde.sphere import uniform
+    >>> model = ValueNoise(beta=1.0)
+    >>> x0 = uniform((4, 3), 3, torch.Generator().manual_seed(0))  # (B, n, d) = (4, 3, 3)
+    >>> model.noise_shape(3, 3), check_model(model, x0, (3, 3), discrete=False)
+    ((3, 3), None)
+    >>> check_model(model, x0, (2, 3), discrete=False)
+    Traceback (most recent call last):
+    ...
+    ValueError: the path draws (2, 3) normals per system; the model needs (3, 3)
+    >>> check_model(model, x0[0], (3, 3), discrete=False)
+    Traceback (most recent call last):
+    ...
+    ValueError: x0 must be a floating tensor (B, n, d), got shape (3, 3) and torch.float32
     """
     if x0.dim() != 3 or not x0.is_floating_point():
         raise ValueError(f"x0 must be a floating tensor (B, n, d), got shape {tuple(x0.shape)} and {x0.dtype}")

@@ -114,6 +114,44 @@ class KernelModel(Model):
     factorisation fails are checked again through their eigenvalues (which the
     fallback factor needs anyway): a kernel that is not PSD (or not finite) at a
     later state is refused there. Every such failure is a ``ValueError``.
+
+    Notes
+    -----
+    The model is (*) with the given ``b`` and ``C``: for states ``x`` ``(B, n, d)``
+    and normals ``xi`` ``(B, n, d)`` the unit-time noise is ``F xi`` with
+    ``F F^T = C(X)`` (:meth:`factor`), so that ``E[m_i m_j^T] = C_ij I_d``.
+
+    Examples
+    --------
+    The kernel ``kappa(u) = exp(u - 1)`` is the covariance of the noise (4000 draws at one state):
+
+    >>> import torch
+    >>> from tokensde.models.kernel import KernelModel
+    >>> from tokensde.sphere import uniform
+    >>> model = KernelModel(lambda u: torch.exp(u - 1), pairwise=True, name="exp")
+    >>> model
+    KernelModel('exp', pairwise=True, drift=None)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = uniform((1, 3), 4, g).expand(4000, 3, 4)
+    >>> c = model.kernel(x[:1])[0]
+    >>> m = model.noise(x, torch.randn(4000, 3, 4, generator=g))
+    >>> torch.diagonal(c).tolist(), bool(torch.allclose(torch.einsum("bid,bjd->ij", m, m) / (4000 * 4), c, atol=0.05))
+    ([1.0, 1.0, 1.0], True)
+
+    The Gram kernel ``C = X X^T``, pairwise or as a whole-state function, has
+    the logistic two-point motion, which ends antipodal with probability
+    ``arccos(rho_0) / pi`` in every dimension:
+
+    >>> gram = KernelModel(lambda u: u, pairwise=True, name="gram")
+    >>> whole = KernelModel(lambda x: x @ x.mT, pairwise=False)
+    >>> bool(torch.allclose(gram.kernel(x[:1]), whole.kernel(x[:1]), atol=1e-6))
+    True
+    >>> round(gram.p_antipodal(3, 0.5), 4), round(gram.p_antipodal(7, -0.3), 4)  # 1/3 and arccos(-0.3)/pi
+    (0.3333, 0.597)
+    >>> KernelModel(lambda u: u)
+    Traceback (most recent call last):
+    ...
+    TypeError: KernelModel: say which form `kernel` is: ...
     """
 
     def __init__(
@@ -458,7 +496,20 @@ class KernelModel(Model):
 
 
 def canonical_pair(rho: Tensor, d: int) -> Tensor:
-    r"""``(B, 2, d)``: ``x_1 = e_1``, ``x_2 = rho e_1 + sqrt((1 - rho)(1 + rho)) e_2`` (dtype of ``rho``)."""
+    r"""``(B, 2, d)``: ``x_1 = e_1``, ``x_2 = rho e_1 + sqrt((1 - rho)(1 + rho)) e_2`` (dtype of ``rho``).
+
+    ``rho``: overlaps of any shape (flattened to ``B`` pairs), in ``[-1, 1]``; ``d >= 2``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.models.kernel import canonical_pair
+    >>> x = canonical_pair(torch.tensor([0.5, -1.0], dtype=torch.float64), 3)
+    >>> tuple(x.shape), (x[:, 0] * x[:, 1]).sum(-1).tolist()
+    ((2, 2, 3), [0.5, -1.0])
+    >>> bool(torch.allclose(x.norm(dim=-1), torch.ones(2, 2, dtype=torch.float64)))
+    True
+    """
     if d < 2:
         raise ValueError(f"d must be >= 2, got {d}")
     r = rho.reshape(-1)
@@ -470,7 +521,15 @@ def canonical_pair(rho: Tensor, d: int) -> Tensor:
 
 
 def is_model(obj: Any) -> bool:
-    """Whether ``obj`` (not a class) has the limit-model contract: ``coefficients`` and ``noise_shape``."""
+    """Whether ``obj`` (not a class) has the limit-model contract: ``coefficients`` and ``noise_shape``.
+
+    Examples
+    --------
+    >>> from tokensde import ValueNoise
+    >>> from tokensde.models.kernel import is_model
+    >>> is_model(ValueNoise()), is_model(ValueNoise), is_model(object())
+    (True, False, False)
+    """
     return (
         not isinstance(obj, type)
         and callable(getattr(obj, "coefficients", None))
@@ -494,6 +553,19 @@ def load_model(spec: Any, /, what: str = "model", **kwargs: Any) -> Any:
     attribute, the factory raising, a result that is not a model) raises
     :class:`tokensde.errors.UsageError` (a ``ValueError``) with one line that
     starts with ``what`` and names the spec.
+
+    Examples
+    --------
+    >>> from tokensde.models.kernel import load_model
+    >>> model = load_model("tokensde.models:ValueNoise", beta=2.0)
+    >>> type(model).__name__, model.beta
+    ('ValueNoise', 2.0)
+    >>> load_model(model) is model  # an object is taken as it is
+    True
+    >>> load_model("ValueNoise")
+    Traceback (most recent call last):
+    ...
+    tokensde.errors.UsageError: model: expected MODULE:FACTORY (e.g. mypkg.models:make), got 'ValueNoise'
     """
     label = repr(spec) if isinstance(spec, str) else _name_of(spec)
     obj: Any = spec

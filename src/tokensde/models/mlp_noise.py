@@ -85,6 +85,42 @@ class TorchKernel:
     (``h = 2 / TABLE_POINTS``, below ``1e-13`` for the named activations), and
     relatively exact near ``delta = 0`` (the interpolant there is ``delta kappa'(1) (1 + O(delta))``).
     ReLU: the arc-cosine closed form, evaluated directly.
+
+    .. math::
+
+        \kappa(u) = \mathbb E[\phi(z_1)\phi(z_2)] + \sigma_W^2, \qquad
+        \mathrm{gap}(\delta) = \kappa(1) - \kappa(1-\delta) = \tfrac12\,\mathbb E\big[(\phi(z_1) - \phi(z_2))^2\big].
+
+    Parameters
+    ----------
+    k : Kernel
+        The theory kernel (:func:`tokensde.theory.synchronization.kernel`).
+    device : torch.device or str
+        Where the tables live and the kernel is evaluated.
+    points : int
+        Intervals of the table on ``[0, 2]`` (smooth activations).
+
+    Examples
+    --------
+    ReLU in ``d = 4``: ``kappa(1) = 1/(2d)``, ``kappa(0) = 1/(2 pi d)``, ``kappa(-1) = 0``:
+
+    >>> import torch
+    >>> from tokensde.models.mlp_noise import TorchKernel
+    >>> from tokensde.theory.synchronization import kernel
+    >>> relu = TorchKernel(kernel("relu", 4))
+    >>> relu.kappa(torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64)).round(decimals=4).tolist()
+    [0.125, 0.0398, 0.0]
+
+    tanh (a smaller table than the default, to keep the example fast): the
+    interpolant agrees with the quadrature, and the gap near collapse is ``kappa'(1) delta``.
+
+    >>> tanh = TorchKernel(kernel("tanh", 4), points=256)
+    >>> u = torch.tensor([-0.77, 0.123, 0.9999], dtype=torch.float64)
+    >>> bool(torch.allclose(tanh.kappa(u), tanh.kappa_quadrature(u), rtol=0.0, atol=1e-10))
+    True
+    >>> delta = torch.tensor([1e-6], dtype=torch.float64)
+    >>> round(float(tanh.gap(delta)) / 1e-6, 6) == round(tanh.kappa_prime_1, 6)
+    True
     """
 
     def __init__(self, k: Kernel, device: torch.device | str = "cpu", points: int = TABLE_POINTS) -> None:
@@ -203,6 +239,29 @@ def factor(c: Tensor) -> Tensor:
     eigendecomposition factor of :func:`tokensde.noise.kernel_factor` for the
     systems whose ``C`` is numerically singular (coinciding tokens). Both are
     exact factors, so the noise ``F xi`` has the law ``N(0, C)`` either way.
+
+    Parameters
+    ----------
+    c : Tensor ``(B, n, n)``
+        Symmetric positive semi-definite.
+
+    Returns
+    -------
+    Tensor ``(B, n, n)``
+        ``F`` with ``F F^T = C`` (lower triangular where Cholesky succeeded).
+
+    Examples
+    --------
+    A positive definite kernel and a singular one (two coinciding tokens):
+
+    >>> import torch
+    >>> from tokensde.models.mlp_noise import factor
+    >>> c = torch.tensor([[[2.0, 1.0], [1.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]], dtype=torch.float64)
+    >>> torch.linalg.cholesky_ex(c).info.tolist()  # Cholesky fails on the second
+    [0, 2]
+    >>> f = factor(c)
+    >>> bool(torch.allclose(f @ f.mT, c)), bool(torch.equal(f[0], torch.linalg.cholesky(c[0])))
+    (True, True)
     """
     low, info = torch.linalg.cholesky_ex(c)
     bad = info != 0
@@ -216,7 +275,16 @@ _TORCH_KERNELS: dict[tuple[int, str], tuple[Kernel, TorchKernel]] = {}
 
 
 def torch_kernel(k: Kernel, device: torch.device | str) -> TorchKernel:
-    """The cached :class:`TorchKernel` of a theory :class:`Kernel` on ``device``."""
+    """The cached :class:`TorchKernel` of a theory :class:`Kernel` on ``device``.
+
+    Examples
+    --------
+    >>> from tokensde.models.mlp_noise import TorchKernel, torch_kernel
+    >>> from tokensde.theory.synchronization import kernel
+    >>> tk = torch_kernel(kernel("relu", 4), "cpu")
+    >>> isinstance(tk, TorchKernel), tk is torch_kernel(kernel("relu", 4), "cpu"), tk.kappa_1
+    (True, True, 0.125)
+    """
     dev = torch.device(device)
     key = (id(k), str(dev))
     hit = _TORCH_KERNELS.get(key)
@@ -228,7 +296,7 @@ def torch_kernel(k: Kernel, device: torch.device | str) -> TorchKernel:
 
 @dataclass
 class MLPNoise(Model):
-    """Model C. ``beta`` may be a float or a tensor ``(B,)`` (one value per system).
+    r"""Model C. ``beta`` may be a float or a tensor ``(B,)`` (one value per system).
 
     Parameters
     ----------
@@ -253,6 +321,38 @@ class MLPNoise(Model):
         normals) or ``features`` (random-feature field with ``features`` features).
     features : int
         Number of random features ``M`` of the ``features`` route.
+
+    Notes
+    -----
+    States are ``(B, n, d)``. The limit is (*) with
+
+    .. math:: b_i = \mathrm{Attn}(X)_i = V m_{\beta, A}(x_i; X), \qquad C_{ij} = \kappa(\langle x_i, x_j\rangle),
+
+    the layer ``Y = N(X + h Attn(X))``, ``X' = N(Y + sqrt(h) G(Y))`` (:meth:`layer`, :meth:`field`).
+
+    Examples
+    --------
+    ReLU in ``d = 4``: ``C_ii = kappa(1) = 1/(2d)``, and the kernel is the
+    covariance of the exact noise (4000 draws at one pair):
+
+    >>> import torch
+    >>> from tokensde.models.mlp_noise import MLPNoise
+    >>> from tokensde.sphere import pair_with_overlap
+    >>> model = MLPNoise()
+    >>> features = MLPNoise(route="features", features=16)
+    >>> model.noise_shape(2, 4), model.noise_shape(2, 4, discrete=True), features.noise_shape(2, 4)
+    ((2, 4), (4612,), (148,))
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = pair_with_overlap(1, 4, 0.2, generator=g).expand(4000, 2, 4)
+    >>> c = model.kernel(x[:1])[0]
+    >>> round(float(c[0, 0]), 6)
+    0.125
+    >>> m = model.noise(x, torch.randn(4000, 2, 4, generator=g))
+    >>> bool(torch.allclose(torch.einsum("bid,bjd->ij", m, m) / (4000 * 4), c, atol=0.01))
+    True
+    >>> y = model.layer(x[:3], torch.randn(3, 4612, generator=g), 0.01)  # a layer of width 512
+    >>> bool(torch.allclose(y.norm(dim=-1), torch.ones(3, 2)))
+    True
     """
 
     beta: float | Tensor = 1.0

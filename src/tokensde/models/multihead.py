@@ -65,7 +65,24 @@ REGIMES = ("ballistic", "modified", "diffusive", "none")
 
 @dataclass(frozen=True)
 class Scales:
-    """``varsigma^2 = sigma_V^2 (d-1)``, ``alpha = eta varsigma^2 / H`` and the three products of the regimes."""
+    """``varsigma^2 = sigma_V^2 (d-1)``, ``alpha = eta varsigma^2 / H`` and the three products of the regimes.
+
+    Attributes
+    ----------
+    varsigma2 : float
+        ``sigma_V^2 (d - 1)``.
+    alpha : float
+        ``eta varsigma^2 / H``: diffusive time per unit of layer time.
+    alpha_eta_L, eta2_L, eta3_L : float
+        ``alpha eta L``, ``eta^2 L`` and ``eta^3 L``, read by :func:`classify_regime`.
+
+    Examples
+    --------
+    >>> from tokensde.models.multihead import Scales, scales
+    >>> s = scales(eta=0.1, L=100, H=4, d=5)
+    >>> isinstance(s, Scales), round(s.alpha * 0.1 * 100, 12) == round(s.alpha_eta_L, 12)
+    (True, True)
+    """
 
     varsigma2: float
     alpha: float
@@ -78,6 +95,18 @@ def scales(eta: float, L: int, H: int, d: int, sigma_v: float | None = None) -> 
     r"""The scales of a stack of depth ``L`` with step ``eta`` and ``H`` heads.
 
     .. math:: \varsigma^2 = \sigma_V^2 (d-1), \quad \alpha = \eta \varsigma^2 / H .
+
+    ``sigma_v`` defaults to ``1/sqrt(d)`` (the Gaussian setting).
+
+    Examples
+    --------
+    With ``sigma_V^2 = 1/5``: ``varsigma^2 = 4/5``, ``alpha = 0.1 * 0.8 / 4 = 0.02``,
+    ``alpha eta L = 0.2``, ``eta^2 L = 1``, ``eta^3 L = 0.1``:
+
+    >>> from tokensde.models.multihead import scales
+    >>> s = scales(eta=0.1, L=100, H=4, d=5)
+    >>> [round(v, 12) for v in (s.varsigma2, s.alpha, s.alpha_eta_L, s.eta2_L, s.eta3_L)]
+    [0.8, 0.02, 0.2, 1.0, 0.1]
     """
     sv2 = 1.0 / d if sigma_v is None else sigma_v**2
     vs2 = sv2 * (d - 1)
@@ -97,6 +126,14 @@ def classify_regime(
     * modified ODE: ``alpha eta L <= small`` and ``eta^3 L <= small`` (but not ballistic);
     * diffusive: ``alpha eta L <= large`` and ``eta^3 L <= small`` (noise of order one);
     * none: ``eta^3 L > small`` or ``alpha eta L > large`` (no limit applies).
+
+    Examples
+    --------
+    >>> from tokensde.models.multihead import classify_regime
+    >>> [classify_regime(eta, L, H, d=8) for eta, L, H in [(0.01, 100, 1), (0.1, 20, 16), (0.1, 10, 1), (0.3, 1000, 1)]]
+    ['ballistic', 'modified', 'diffusive', 'none']
+    >>> classify_regime(0.1, 10, 1, d=8, small=0.1)  # alpha eta L = 0.0875 now counts as small
+    'modified'
     """
     s = scales(eta, L, H, d, sigma_v)
     if s.eta3_L > small or s.alpha_eta_L > large:
@@ -114,7 +151,7 @@ def gram_root(x: Tensor) -> Tensor:
 
 @dataclass
 class Multihead(Model):
-    """Model B's weight law and its discrete stack (``layer``); the step ``h`` of a layer is ``eta``.
+    r"""Model B's weight law and its discrete stack (``layer``); the step ``h`` of a layer is ``eta``.
 
     Parameters
     ----------
@@ -130,6 +167,34 @@ class Multihead(Model):
         How ``sum_h G_h m_h`` is drawn: ``compressed`` (``F xi``, the fewest normals) or
         ``matrix`` (the ``d x d`` matrices ``G_h`` themselves, one per head, or one when
         attention is shared: what a pathwise coupling with a Brownian matrix needs).
+
+    Notes
+    -----
+    States are ``(B, n, d)``; a layer (:meth:`layer`) is
+
+    .. math::
+
+        x_i^{l+1} = N\Big(x_i^l + \frac{\eta}{H}\sum_{h=1}^{H} V_h\, m_{\beta, A_h}(x_i^l; X^l)\Big),
+        \qquad V = \bar V + \sigma_V G, \quad A = \bar A + \sigma_A^2 W W'^\top,
+
+    drawn from ``noise_shape(n, d)`` normals per system: ``2 H d min(n, d)`` for
+    the scores (none when attention is shared) and then the value noise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.models.multihead import Multihead
+    >>> from tokensde.sphere import uniform
+    >>> law = Multihead(beta=1.0, heads=2)
+    >>> law.noise_shape(3, 4)  # scores 2 * 2 * 4 * 3 = 48, compressed noise min(3, 2 * 3) * 4 = 12
+    (60,)
+    >>> Multihead(beta=0.0, heads=2).noise_shape(3, 4)  # shared attention: no scores
+    (12,)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = uniform((5, 3), 4, g)
+    >>> y = law.layer(x, torch.randn(5, 60, generator=g), 0.1)
+    >>> tuple(y.shape), bool(torch.allclose(y.norm(dim=-1), torch.ones(5, 3)))
+    ((5, 3, 4), True)
     """
 
     beta: float = 1.0
@@ -170,7 +235,7 @@ class Multihead(Model):
             return k_eff * d * d
         return min(n, k_eff * min(n, d)) * d
 
-    def noise_shape(self, n: int, d: int, discrete: bool = True) -> tuple[int]:
+    def noise_shape(self, n: int, d: int, discrete: bool = False) -> tuple[int]:
         """Flat normals per system per layer: scores of ``H`` heads, then their value noise."""
         return (self.head_normals(n, d, self.heads) + self.noise_normals(n, d, self.heads),)
 
@@ -268,7 +333,7 @@ KINDS = ("diffusive", "ballistic", "modified")
 
 @dataclass
 class MultiheadLimit(Model):
-    """Limits of model B (a :class:`Multihead` law at residual step ``eta``), in layer time ``t``.
+    r"""Limits of model B (a :class:`Multihead` law at residual step ``eta``), in layer time ``t``.
 
     Parameters
     ----------
@@ -283,6 +348,43 @@ class MultiheadLimit(Model):
     time : str
         ``layer`` (time ``t``) or ``diffusive`` (time ``tau = alpha t``: drift divided by ``alpha``,
         kernel ``s / (d - 1)``).
+
+    Notes
+    -----
+    The diffusive limit is (*) with
+
+    .. math::
+
+        b_i = \bar V\,\mathbb E_A m_A(x_i), \qquad
+        C_{ij} = \frac{\alpha}{d-1}\, \mathbb E_A \langle m_A(x_i), m_A(x_j)\rangle,
+
+    estimated from ``K`` heads per step; the ballistic and modified ODEs are given by :meth:`field`.
+
+    Examples
+    --------
+    At ``beta = 0`` every token attends uniformly, ``m(x_i) = xbar`` (the mean
+    token), so ``C_ij = alpha |xbar|^2 / (d - 1)`` for all ``i, j``:
+
+    >>> import torch
+    >>> from tokensde.models.multihead import Multihead, MultiheadLimit
+    >>> from tokensde.sphere import uniform
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = uniform((5, 3), 4, g)
+    >>> lim = MultiheadLimit(Multihead(beta=0.0, heads=4), eta=0.1)
+    >>> xbar2 = (x.mean(1) ** 2).sum(-1)
+    >>> c = lim.kernel(x)
+    >>> round(lim.alpha(4), 6), bool(torch.allclose(c, (lim.alpha(4) / 3 * xbar2)[:, None, None].expand(5, 3, 3)))
+    (0.01875, True)
+    >>> b, cdiag, m = lim.coefficients(x, torch.randn(5, *lim.noise_shape(3, 4), generator=g))
+    >>> b is None, bool(torch.allclose(cdiag, torch.diagonal(c, dim1=-2, dim2=-1))), tuple(m.shape)
+    (True, True, (5, 3, 4))
+
+    The ballistic limit with ``Vbar = I`` moves every token towards the mean, ``field = P_x xbar``:
+
+    >>> bal = MultiheadLimit(Multihead(beta=0.0, vbar=torch.eye(4)), kind="ballistic")
+    >>> xbar = x.mean(1, keepdim=True)
+    >>> bool(torch.allclose(bal.field(x), xbar - (x * xbar).sum(-1, keepdim=True) * x, atol=1e-6))
+    True
     """
 
     law: Multihead

@@ -78,6 +78,43 @@ def pair_euler_step(x: Tensor, xi: Tensor, beta: Tensor, dt: float, sigma2: floa
     from its factored form ``(p-q)^2 (1-rho^2) / c_0``, so that the noise stays
     accurate in float32 arbitrarily close to collapse and to antipodality.
     ``x``, ``xi``: ``(B, 2, d)``; ``beta``: ``(B, 1)``.
+
+    .. math::
+
+        c_0 = (p-q)^2 + 2pq(1+\rho), \quad c_1 = (p^2+q^2)(1+\rho) - (p-q)^2, \quad
+        p - q = \tanh\big(\tfrac{\beta(1-\rho)}{2}\big).
+
+    Parameters
+    ----------
+    x : Tensor ``(B, 2, d)``
+        Pairs of unit vectors.
+    xi : Tensor ``(B, 2, d)``
+        The step's normals (the kernel route's ``noise_shape``).
+    beta : Tensor ``(B, 1)``
+        Inverse temperature per pair.
+    dt : float
+        Step.
+    sigma2 : float
+        ``sigma^2``.
+
+    Returns
+    -------
+    Tensor ``(B, 2, d)``
+        The pairs after one step, on the sphere.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde import ValueNoise
+    >>> from tokensde.models.value_noise import pair_euler_step
+    >>> from tokensde.solvers import EulerMaruyama
+    >>> from tokensde.sphere import uniform
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, xi = uniform((6, 2), 4, g), torch.randn(6, 2, 4, generator=g)
+    >>> y = pair_euler_step(x, xi, torch.full((6, 1), 2.0), 0.01, 1.0)
+    >>> generic = EulerMaruyama().step(ValueNoise(beta=2.0, route="kernel"), x, xi, 0.01)
+    >>> bool(torch.allclose(y, generic, atol=1e-6))
+    True
     """
     y1, y2 = _pair_step(
         x[:, 0], x[:, 1], xi[:, 0], xi[:, 1], beta, dt, sigma2, x.shape[-1],
@@ -121,6 +158,25 @@ def pair_euler_slab(x: Tensor, xi: Tensor, beta: Tensor, dt: float, sigma2: floa
     operation is elementwise over the systems, so under :func:`torch.compile`
     the ``S`` steps become one vectorised loop over systems (the step of
     :func:`pair_euler_step`, up to floating-point rounding).
+
+    Returns
+    -------
+    Tensor ``(2, d, B)``
+        The pairs after the ``S`` steps, coordinate-major.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde.models.value_noise import pair_euler_slab, pair_euler_step
+    >>> from tokensde.sphere import uniform
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, xis, beta = uniform((6, 2), 4, g), torch.randn(3, 6, 2, 4, generator=g), torch.full((6, 1), 2.0)
+    >>> y = x
+    >>> for xi in xis:
+    ...     y = pair_euler_step(y, xi, beta, 0.01, 1.0)
+    >>> ys = pair_euler_slab(x.permute(1, 2, 0), xis.permute(0, 2, 3, 1), beta.reshape(-1), 0.01, 1.0)
+    >>> tuple(ys.shape), bool(torch.allclose(ys.permute(2, 0, 1), y, atol=1e-6))
+    ((2, 4, 6), True)
     """
     d = x.shape[1]
     x1, x2 = _Coords(list(x[0].unbind(0))), _Coords(list(x[1].unbind(0)))
@@ -142,6 +198,36 @@ class FusedPairStep:
     pair, so the engine runs it on chunks of ``chunk`` pairs (a chunk's state fits
     in cache). With ``compile=True`` it also has ``slab(x, normals, dt)``: a whole
     slab of steps as :func:`torch.compile`-d calls of :func:`pair_euler_slab`.
+
+    Parameters
+    ----------
+    beta : Tensor ``(B, 1)``
+        Inverse temperature per pair.
+    sigma2 : float
+        ``sigma^2``.
+    d : int
+        Dimension (sets the chunk size).
+    compile : bool
+        Whether to add the compiled ``slab``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tokensde import ValueNoise
+    >>> from tokensde.models.value_noise import FusedPairStep
+    >>> from tokensde.solvers import EulerMaruyama
+    >>> from tokensde.sphere import uniform
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, xi = uniform((6, 2), 4, g), torch.randn(6, 2, 4, generator=g)
+    >>> model = ValueNoise(beta=2.0)
+    >>> step = model.fused_euler(x)
+    >>> isinstance(step, FusedPairStep), step.chunk
+    (True, 32768)
+    >>> y = step(x, xi, 0.01)
+    >>> bool(torch.allclose(y, EulerMaruyama().step(model, x, xi, 0.01), atol=1e-6))
+    True
+    >>> bool(torch.equal(step.rows(2, 4)(x[2:4], xi[2:4], 0.01), y[2:4]))  # elementwise per pair
+    True
     """
 
     def __init__(self, beta: Tensor, sigma2: float, d: int, compile: bool = False) -> None:
@@ -202,7 +288,7 @@ def _compiled_slab(beta: Tensor, sigma2: float, d: int) -> Callable[[Tensor, Ten
 
 @dataclass
 class ValueNoise(Model):
-    """Model A. ``beta`` may be a float or a tensor ``(B,)`` (one value per system).
+    r"""Model A. ``beta`` may be a float or a tensor ``(B,)`` (one value per system).
 
     Parameters
     ----------
@@ -227,6 +313,45 @@ class ValueNoise(Model):
         Degrees of freedom of the ``student`` law, in ``[1, 1e6]`` (variance 1 for ``nu > 2``).
     p : float
         Keep probability of the ``sparse`` law, in ``(0, 1]``.
+
+    Notes
+    -----
+    States are ``(B, n, d)``. Layer ``N(x_i + h Vbar a_i + sigma sqrt(h) Z a_i)``
+    (:meth:`layer`), limit (*) with
+
+    .. math:: b_i = \bar V a_i, \qquad C_{ij} = \sigma^2 \langle a_i, a_j\rangle, \qquad a_i = m_{\beta, A}(x_i; X).
+
+    Examples
+    --------
+    The kernel is the covariance of the noise, ``E[m_i m_j^T] = C_ij I_d``
+    (4000 draws at one state, both routes):
+
+    >>> import torch
+    >>> from tokensde import ValueNoise
+    >>> from tokensde.sphere import uniform
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = uniform((1, 3), 4, g).expand(4000, 3, 4)
+    >>> model = ValueNoise(beta=1.0, route="matrix")
+    >>> model.noise_shape(3, 4), ValueNoise(route="kernel").noise_shape(3, 4), model.noise_shape(3, 4, discrete=True)
+    ((4, 4), (3, 4), (4, 4))
+    >>> c = model.kernel(x[:1])[0]
+    >>> for route, shape in (("matrix", (4, 4)), ("kernel", (3, 4))):
+    ...     m = ValueNoise(beta=1.0, route=route).noise(x, torch.randn(4000, *shape, generator=g))
+    ...     print(route, bool(torch.allclose(torch.einsum("bid,bjd->ij", m, m) / (4000 * 4), c, atol=0.03)))
+    matrix True
+    kernel True
+
+    Two tokens at overlap ``rho``: ``C_11 = p^2 + q^2 + 2pq rho``, ``C_12 = 2pq + (p^2 + q^2) rho``
+    with ``p = 1 / (1 + exp(-beta (1 - rho)))``:
+
+    >>> import math
+    >>> from tokensde.sphere import pair_with_overlap
+    >>> x = pair_with_overlap(1, 5, 0.3, generator=g, dtype=torch.float64)
+    >>> p = 1 / (1 + math.exp(-2.0 * 0.7))
+    >>> q = 1 - p
+    >>> c = ValueNoise(beta=2.0).kernel(x)[0]
+    >>> round(float(c[0, 0]), 6) == round(p * p + q * q + 0.6 * p * q, 6), round(float(c[0, 1]), 4)
+    (True, 0.5222)
     """
 
     beta: float | Tensor = 1.0

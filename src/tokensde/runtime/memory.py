@@ -256,8 +256,8 @@ def simulate_memory(
 ) -> int:
     """Peak bytes of the ``simulate`` command (upper estimate within a factor of about 2).
 
-    What it allocates (``cli.simulate``, :func:`tokensde.solvers.simulate` with one
-    chunk of all systems, :class:`~tokensde.models.value_noise.ValueNoise`): the
+    What it allocates (:func:`tokensde.runtime.simulate.simulate_run`: :func:`tokensde.solvers.simulate`
+    with one chunk of all systems, :class:`~tokensde.models.value_noise.ValueNoise`): the
     initial tokens (drawn in float64, then cast), the noise stream (``SLAB`` steps of
     ``(d, d)`` normals per system for the matrix route and the stack,
     ``(min(n, d), d)`` for the kernel route), the state, its final concatenated
