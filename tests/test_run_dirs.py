@@ -272,7 +272,8 @@ def test_concurrent_runs_into_one_directory(tmp_path):
     out = tmp_path / "run"
     cmd = CLI + ["run", TINY, "--out", str(out), "--executor", "serial", "--no-progress", "--config"]
     cfg = tmp_path / "c.toml"
-    cfg.write_text("units = 2\nsize = 100\nsleep = 1.5\n")
+    # long enough (2 x 4 s) that the second process is still starting up (imports) on a loaded machine
+    cfg.write_text("units = 2\nsize = 100\nsleep = 4.0\n")
     first = subprocess.Popen(cmd + [str(cfg)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (out / "manifest.json").exists() and time.time() < deadline:

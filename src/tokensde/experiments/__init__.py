@@ -7,6 +7,7 @@ from .base import Experiment, ExperimentConfig
 from .chaos import Chaos
 from .convergence import Convergence
 from .homogenized import Homogenized
+from .mean_field import MeanField
 from .multi_token import MultiToken
 from .noise_sweep import NoiseSweep
 from .phase_diagram import PhaseDiagram
@@ -30,6 +31,7 @@ REGISTRY: dict[str, Experiment] = {
         NoiseSweep(),
         Accuracy(),
         Probe(),
+        MeanField(),
         Universality(),
     )
 }
