@@ -1,1 +1,7 @@
-"""The mean-field limit: the conditional law ``mu_t`` of the tokens given the common noise (pure; no files, no CLI)."""
+"""The mean-field limit: the conditional law ``mu_t`` of the tokens given the common noise (pure; no files, no CLI).
+
+:mod:`tokensde.meanfield.circle` solves it on ``S^1`` for models A and C (Eulerian spectral density and Lagrangian
+quantile particles, one Wong–Zakai scheme); :mod:`tokensde.meanfield.sphere2` on ``S^2`` for model C (a
+spherical-harmonic density and particles). Both run through :mod:`tokensde.engine` on a
+:class:`~tokensde.engine.BrownianPath`. The equations and schemes: docs/meanfield.md.
+"""
