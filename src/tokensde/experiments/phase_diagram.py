@@ -344,6 +344,28 @@ def _bias_check(name: str, checked: pd.DataFrame, col: str, zf: float, what: str
     )
 
 
+def horizon_checks(checked: pd.DataFrame, critical: int, cells: int, name: str) -> list[V.Check]:
+    """The horizon was long enough: the undecided fraction of the checked cells at most 1%, and at most 10% of the
+    ``cells`` (at least one) critical."""
+    return [
+        V.at_most(
+            "undecided fraction small",
+            float(checked["undecided"].max()) if len(checked) else math.nan,
+            0.01,
+            "max undecided fraction over checked cells",
+            "stated: 1% of the runs (they may end either way)",
+        ),
+        V.at_most(
+            name,
+            critical,
+            max(1, cells // 10),
+            "critical cells",
+            "stated: at most 10% of the cells (at least one)",
+            fmt="d",
+        ),
+    ]
+
+
 def _paired(name: str, y: np.ndarray) -> dict[str, float]:
     """Mean and standard error of a per-pair statistic (``name``, ``name_se``)."""
     n = len(y)
@@ -517,21 +539,7 @@ class PhaseDiagram(Experiment):
                 zf_d,
                 "the same paths at the cell's horizon and half of it (the horizon's own bias is smaller still)",
             ),
-            V.at_most(
-                "undecided fraction small",
-                float(checked["undecided"].max()) if len(checked) else math.nan,
-                0.01,
-                "max undecided fraction over checked cells",
-                "stated: 1% of the runs (they may end either way)",
-            ),
-            V.at_most(
-                "critical cells are few and next to beta_c",
-                len(crit),
-                max(1, len(table) // 10),
-                "critical cells",
-                "stated: at most 10% of the cells (at least one)",
-                fmt="d",
-            ),
+            *horizon_checks(checked, len(crit), len(table), "critical cells are few and next to beta_c"),
         ]
         notes = [
             f"critical (not checked): d={r.d}, beta={r.beta:g}, beta_c={r.beta_c:.3f}, tau_a={r.tau_antipodal:.0f}"

@@ -82,7 +82,7 @@ from ..stats import bonferroni_z, interval_errors, z_for
 from ..theory import value_noise as theory_a
 from . import verdict as V
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
-from .phase_diagram import PhaseDiagramConfig, _interval, _paired, cell_dt, cell_steps
+from .phase_diagram import PhaseDiagramConfig, _interval, _paired, cell_dt, cell_steps, horizon_checks
 
 __all__ = ["Universality", "UniversalityConfig", "clock_rate", "law_label"]
 
@@ -419,21 +419,7 @@ class Universality(Experiment):
                 "law",
             ),
             _time_bias_check(checked, bonferroni_z(cfg.level, n_laws)),
-            V.at_most(
-                "undecided fraction small",
-                float(checked["undecided"].max()) if len(checked) else math.nan,
-                0.01,
-                "max undecided fraction over checked cells",
-                "stated: 1% of the runs (they may end either way)",
-            ),
-            V.at_most(
-                "critical cells are few",
-                len(crit),
-                max(1, len(fin) // 10),
-                "critical cells",
-                "stated: at most 10% of the cells (at least one)",
-                fmt="d",
-            ),
+            *horizon_checks(checked, len(crit), len(fin), "critical cells are few"),
         ]
         notes = [
             f"critical (not checked): {r.label}, d={r.d}, beta={r.beta:g}, tau_a={r.tau_antipodal:.0f}"

@@ -66,6 +66,7 @@ __all__ = [
     "w1_circle",
     "cell_masses",
     "spectral_tail",
+    "drive",
 ]
 
 
@@ -396,6 +397,48 @@ def spectral_tail(f: Tensor) -> Tensor:
     return c[..., lo:hi].amax(-1) / c[..., 0].clamp_min(1e-300)
 
 
+def drive(
+    step: Callable[[Tensor, Tensor, float], Tensor],
+    state0: Tensor,
+    path: object,
+    dt: float,
+    steps: int,
+    save_every: int,
+    diagnostics: Callable[[Tensor], tuple[np.ndarray, ...]] | None = None,
+) -> tuple[np.ndarray, Tensor, list[np.ndarray]]:
+    """Drive ``state0`` ``(B, ...)`` with ``step(state, xi, h)`` through the engine on ``path``, saving every
+    ``save_every`` fine steps: ``(times, states (K, B, ...), diagnostics stacked (K, B) each)``.
+
+    A coarsened view ``path.coarsen(r)`` takes ``steps / r`` steps of ``r dt`` with the normalised sums of the fine
+    normals (the engine's run of ratio ``r`` on the fine path); ``save_every`` must be a multiple of ``r``."""
+    from ..engine import Hooks, Run, integrate_runs
+
+    ratio = int(getattr(path, "ratio", 1))
+    fine_path = path.fine() if ratio > 1 else path  # type: ignore[attr-defined]
+    if save_every < 1 or steps % save_every or save_every % ratio:
+        raise ValueError(
+            f"save_every must divide steps and be a multiple of the path's ratio, got {save_every}, {steps}, {ratio}"
+        )
+    saved: list[Tensor] = [state0.clone()]
+    diag: list[tuple[np.ndarray, ...]] = [diagnostics(state0)] if diagnostics is not None else []
+
+    def observe(k: int, states: dict[str, Tensor]) -> None:
+        s = states["mu"]
+        saved.append(s.clone())
+        if diagnostics is not None:
+            diag.append(diagnostics(s))
+
+    def engine_step(x: Tensor, xi: Tensor | None, h: float) -> Tensor:
+        assert xi is not None
+        return step(x, xi, h)
+
+    hooks = Hooks(observe=observe, observe_at=lambda k: (k + 1) % save_every == 0)
+    integrate_runs([Run(step=engine_step, ratio=ratio, name="mu")], state0, fine_path, dt, steps, hooks=hooks)  # type: ignore[arg-type]
+    times = dt * np.arange(0, steps + 1, save_every)
+    columns = [np.stack(c) for c in zip(*diag, strict=True)] if diag else []
+    return times, torch.stack(saved), columns
+
+
 def _run(
     model: CircleModel,
     state0: Tensor,
@@ -407,45 +450,16 @@ def _run(
     eulerian: bool,
     modes: int = 0,
 ) -> CircleRun:
-    from ..engine import Hooks, Run, integrate_runs
+    def diagnostics(s: Tensor) -> tuple[np.ndarray, ...]:
+        m = s.shape[-1]
+        mass = (s.sum(-1) * (2.0 * math.pi / m)).cpu().numpy()
+        return mass, (s.amin(-1) * 2.0 * math.pi).cpu().numpy(), spectral_tail(s).cpu().numpy()
 
-    # a coarsened view of ratio r (BrownianPath.coarsen) takes steps / r steps of r dt with the summed normals: the
-    # engine does that for a Run of ratio r on the fine path (integrate_runs itself ignores path.ratio)
-    ratio = int(getattr(path, "ratio", 1))
-    fine_path = path.fine() if ratio > 1 else path  # type: ignore[attr-defined]
-    if save_every < 1 or steps % save_every or save_every % ratio:
-        raise ValueError(
-            f"save_every must divide steps and be a multiple of the path's ratio, got {save_every}, {steps}, {ratio}"
-        )
-    saved: list[Tensor] = [state0.clone()]
-    mass, low, tail = [], [], []
+    def step(x: Tensor, xi: Tensor, h: float) -> Tensor:
+        return wong_zakai_step(model, x, xi, h, eulerian, substeps, modes)
 
-    def record(s: Tensor) -> None:
-        if eulerian:
-            m = s.shape[-1]
-            mass.append((s.sum(-1) * (2.0 * math.pi / m)).cpu().numpy())
-            low.append((s.amin(-1) * 2.0 * math.pi).cpu().numpy())
-            tail.append(spectral_tail(s).cpu().numpy())
-
-    record(state0)
-
-    def observe(k: int, states: dict[str, Tensor]) -> None:
-        s = states["mu"][:, 0]
-        saved.append(s.clone())
-        record(s)
-
-    def step(x: Tensor, xi: Tensor | None, h: float) -> Tensor:
-        assert xi is not None
-        return wong_zakai_step(model, x[:, 0], xi, h, eulerian, substeps, modes).unsqueeze(1)
-
-    hooks = Hooks(observe=observe, observe_at=lambda k: (k + 1) % save_every == 0)
-    runs = [Run(step=step, ratio=ratio, name="mu")]
-    integrate_runs(runs, state0.unsqueeze(1), fine_path, dt, steps, hooks=hooks)  # type: ignore[arg-type]
-    times = dt * np.arange(0, steps + 1, save_every)
-    st = torch.stack(saved)
-    if not eulerian:
-        return CircleRun(times, st)
-    return CircleRun(times, st, np.stack(mass), np.stack(low), np.stack(tail))
+    times, states, diag = drive(step, state0, path, dt, steps, save_every, diagnostics if eulerian else None)
+    return CircleRun(times, states, *diag) if eulerian else CircleRun(times, states)
 
 
 def eulerian(

@@ -74,6 +74,8 @@ import torch
 from scipy import special
 from torch import Tensor
 
+from .circle import CircleRun, drive
+
 __all__ = [
     "legendre",
     "real_sh",
@@ -534,35 +536,12 @@ def spectral_tail(f: Tensor) -> Tensor:
     return e[..., lo:hi].amax(-1) / e[..., 0].clamp_min(1e-300)
 
 
-@dataclass
-class SphereRun:
+class SphereRun(CircleRun):
     """A solution on ``S^2``: ``states`` ``(K, B, nlat, nlon)`` (grid densities) or ``(K, B, N, 3)`` (particles).
 
     Eulerian runs carry, per saved time and system, ``mass``, ``min_density`` (``4 pi min f``) and ``tail``
-    (:func:`spectral_tail`); resolved while ``tail <= tail_tol``.
+    (:func:`spectral_tail`); resolved while ``tail <= tail_tol`` (``resolved``, ``resolved_until`` as on the circle).
     """
-
-    times: np.ndarray
-    states: Tensor
-    mass: np.ndarray | None = None
-    min_density: np.ndarray | None = None
-    tail: np.ndarray | None = None
-
-    def resolved(self, tail_tol: float = 1e-6) -> np.ndarray:
-        """``(K, B)``: whether each saved density is resolved (all ``True`` for particles)."""
-        if self.tail is None:
-            return np.ones(self.states.shape[:2], dtype=bool)
-        return self.tail <= tail_tol
-
-    def resolved_until(self, tail_tol: float = 1e-6) -> np.ndarray:
-        """Per system, the last saved time before the first under-resolved one (``inf``: resolved throughout)."""
-        ok = self.resolved(tail_tol)
-        out = np.full(ok.shape[1], np.inf)
-        for b in range(ok.shape[1]):
-            bad = np.nonzero(~ok[:, b])[0]
-            if len(bad):
-                out[b] = self.times[max(bad[0] - 1, 0)]
-        return out
 
 
 def _run(
@@ -576,38 +555,16 @@ def _run(
     eulerian: bool,
     degree: int = 0,
 ) -> SphereRun:
-    from ..engine import Hooks, Run, integrate_runs
+    def diagnostics(s: Tensor) -> tuple[np.ndarray, ...]:
+        grid = _grid_of(s)
+        low = (s.amin((-2, -1)) * 4.0 * math.pi).cpu().numpy()
+        return grid.integrate(s).cpu().numpy(), low, spectral_tail(s).cpu().numpy()
 
-    if save_every < 1 or steps % save_every:
-        raise ValueError(f"save_every must divide steps, got {save_every} and {steps}")
-    saved: list[Tensor] = [state0.clone()]
-    mass, low, tail = [], [], []
-
-    def record(s: Tensor) -> None:
-        if eulerian:
-            grid = _grid_of(s)
-            mass.append(grid.integrate(s).cpu().numpy())
-            low.append((s.amin((-2, -1)) * 4.0 * math.pi).cpu().numpy())
-            tail.append(spectral_tail(s).cpu().numpy())
-
-    record(state0)
-
-    def observe(k: int, states: dict[str, Tensor]) -> None:
-        s = states["mu"]
-        saved.append(s.clone())
-        record(s)
-
-    def step(x: Tensor, xi: Tensor | None, h: float) -> Tensor:
-        assert xi is not None
+    def step(x: Tensor, xi: Tensor, h: float) -> Tensor:
         return wong_zakai_step(model, x, xi, h, eulerian, substeps, degree)
 
-    hooks = Hooks(observe=observe, observe_at=lambda k: (k + 1) % save_every == 0)
-    integrate_runs([Run(step=step, name="mu")], state0, path, dt, steps, hooks=hooks)  # type: ignore[arg-type]
-    times = dt * np.arange(0, steps + 1, save_every)
-    st = torch.stack(saved)
-    if not eulerian:
-        return SphereRun(times, st)
-    return SphereRun(times, st, np.stack(mass), np.stack(low), np.stack(tail))
+    times, states, diag = drive(step, state0, path, dt, steps, save_every, diagnostics if eulerian else None)
+    return SphereRun(times, states, *diag) if eulerian else SphereRun(times, states)
 
 
 def eulerian(
