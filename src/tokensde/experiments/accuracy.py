@@ -550,6 +550,10 @@ class Accuracy(Experiment):
             "time_label": "layer",
         }
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: AccuracyConfig, table: pd.DataFrame) -> dict[str, Any]:
         from .accuracy_figures import accuracy_figures
 
@@ -628,3 +632,10 @@ def table_lines(summ: pd.DataFrame, metric: str = "test_accuracy") -> list[str]:
             line += f"  diff {r.diff:+.4f} [{r.diff_low:+.4f}, {r.diff_high:+.4f}] p = {r.diff_p:.2g}"
         lines.append(line)
     return lines
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    from .accuracy_figures import interactive  # beside the experiment's static figures
+
+    return interactive(t, cfg)

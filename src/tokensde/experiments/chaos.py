@@ -109,6 +109,7 @@ from ..noise import derive_seed
 from ..solvers import simulate
 from ..sphere import uniform
 from ..stats import loglog_slope
+from . import plotting
 from .base import Experiment, ExperimentConfig, Progress, recorded
 from .verdict import check, slope_within, verdict
 
@@ -422,6 +423,10 @@ class Chaos(Experiment):
             build_model(cfg, which), x0, cfg.dt, steps, cfg.seed, ("chaos", "common", which, 0), title, frames=50
         )
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: ChaosConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
@@ -454,3 +459,30 @@ class Chaos(Experiment):
             ax.legend(fontsize=7)
         fig.tight_layout()
         return {"chaos": fig}
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    go = plotting.go()
+    out: dict[str, Any] = {}
+    names = {"common": "t = T, common noise", "t0": "t = 0 (i.i.d.)", "independent": "t = T, independent noise"}
+    for m, sub in t.groupby("model"):
+        fig = go.Figure()
+        for s, lab in names.items():
+            p = sub[sub["statistic"] == s].sort_values("N")
+            if p.empty:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=p["N"], y=p["mean"], mode="lines+markers", name=lab,
+                    error_y={"type": "data", "array": 2 * p["se"]},
+                )
+            )  # fmt: skip
+        c = sub[sub["statistic"] == "common"].sort_values("N")
+        if not c.empty:
+            ref = c["rate"] * (c["mean"].iloc[0] / c["rate"].iloc[0])
+            fig.add_trace(go.Scatter(x=c["N"], y=ref, mode="lines", line={"dash": "dash"}, name="r_d(N) (scaled)"))
+        out[f"model {m}"] = plotting.loglog(
+            fig, title=f"model {m}: E W2^2(mu^N, mu^N') vs N (error bars 2 se)", xaxis_title="N"
+        )
+    return out

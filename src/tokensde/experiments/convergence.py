@@ -73,6 +73,7 @@ from ..noise import derive_seed
 from ..solvers import EulerMaruyama
 from ..sphere import normalize, uniform
 from ..stats import loglog_slope
+from . import plotting
 from .base import Experiment, ExperimentConfig, Progress, recorded
 from .verdict import slope_within, verdict
 
@@ -471,6 +472,10 @@ class Convergence(Experiment):
             solver="stack",
         )
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: ConvergenceConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
@@ -522,3 +527,26 @@ class Convergence(Experiment):
             ax.legend(fontsize=7)
         fig.tight_layout()
         return {"convergence": fig}
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    go = plotting.go()
+    out = {}
+    depth, width = t[t["series"] != "C-width"], t[t["series"] == "C-width"]
+    for col, title in (
+        ("weak", "weak error of E<x1,x2>"),
+        ("ms", "mean-square error at T"),
+        ("ms_sup", "E sup over layer times"),
+    ):
+        fig = go.Figure()
+        for series, s in depth.groupby("series", sort=False):
+            y = s[col].abs() if col == "weak" else s[col]
+            err = {"type": "data", "array": 2 * s[f"{col}_se"]}
+            fig.add_trace(go.Scatter(x=s["L"], y=y, mode="lines+markers", name=str(series), error_y=err))
+        out[f"{col} vs depth"] = plotting.loglog(fig, title=f"{title} vs depth L (stack vs limit)", xaxis_title="L")
+    if len(width):
+        fig = go.Figure(go.Scatter(x=width["m"], y=width["ms"], mode="lines+markers", name="C-width",
+                                   error_y={"type": "data", "array": 2 * width["ms_se"]}))  # fmt: skip
+        out["ms vs width"] = plotting.loglog(fig, title="model C: mean-square error vs width m", xaxis_title="m")
+    return out

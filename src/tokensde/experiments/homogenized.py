@@ -50,6 +50,7 @@ from ..sphere import gram, pair_with_overlap, simplex, uniform
 from ..stats import loglog_slope
 from ..theory import homogenized as th
 from ..theory.two_point import TwoPointMotion
+from . import plotting
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 from .verdict import Check, at_most, binomial_cells, check, pooled_z, slope_within, verdict
 
@@ -697,6 +698,10 @@ class Homogenized(Experiment):
         steps = round(cfg.tau_max / cfg.dtau)
         return recorded(model, x0, cfg.dtau, steps, cfg.seed, ("trajectory",), title, time_label="tau")
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: HomogenizedConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
@@ -780,3 +785,51 @@ def _cb(progress: Progress | None, steps: int) -> dict[str, Any]:
         return {}
     every = max(1, steps // 50)
     return {"on_step": lambda k: progress((k + 1) / steps) if (k + 1) % every == 0 else None}
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    go = plotting.go()
+    out: dict[str, Any] = {}
+    lg = t[t["part"] == "logistic"]
+    fig = go.Figure()
+    for (b, d), s in lg.groupby(["beta", "d"]):
+        fig.add_trace(go.Scatter(x=s["tau"], y=s["mc"], mode="lines", name=f"MC beta={b:g} d={d}"))
+        fig.add_trace(
+            go.Scatter(x=s["tau"], y=s["ode"], mode="lines", line={"dash": "dash"}, name=f"ODE beta={b:g} d={d}")
+        )
+    fig.update_layout(title="mean overlap u against the logistic curve", xaxis_title="tau")
+    out["logistic"] = fig
+    end = lg[lg["tau"] == lg.groupby(["beta", "d"])["tau"].transform("max")]
+    fig = go.Figure()
+    for b, s in end.groupby("beta"):
+        s = s.sort_values("d")
+        fig.add_trace(go.Scatter(x=s["d"], y=s["rms_dev"], mode="lines+markers", name=f"RMS deviation beta={b:g}"))
+        fig.add_trace(
+            go.Scatter(x=s["d"], y=s["mean_dev"].abs(), mode="lines+markers", name=f"|mean deviation| beta={b:g}")
+        )
+    out["logistic deviation"] = plotting.loglog(fig, title="deviation from the logistic curve (slopes -1/2 and -1)")
+    sim = t[t["part"] == "simplex"]
+    fig = go.Figure()
+    for d, s in sim.groupby("d"):
+        fig.add_trace(go.Scatter(x=s["tau"], y=s["mc"], mode="lines", name=f"MC d={d}"))
+        fig.add_trace(go.Scatter(x=s["tau"], y=s["ode"], mode="lines", line={"dash": "dash"}, name=f"ODE d={d}"))
+    fig.update_layout(title="simplex common overlap against the comparison ODE", xaxis_title="tau")
+    out["simplex"] = fig
+    ex = t[t["part"] == "exit"]
+    fig = go.Figure()
+    u = np.linspace(-0.99, 0.99, 200)
+    fig.add_trace(go.Scatter(x=u, y=np.arcsin(u) / np.pi + 0.5, mode="lines", name="arcsin(u0)/pi + 1/2"))
+    for d, s in ex.groupby("d"):
+        fig.add_trace(go.Scatter(x=s["u0"], y=s["p_plus_mc"], mode="markers", name=f"MC d={d}"))
+    fig.update_layout(title="self-attending pairs: P(u -> +1)", xaxis_title="u0")
+    out["exit law"] = fig
+    tr = t[t["part"] == "tradeoff"]
+    if not tr.empty:
+        fig = go.Figure()
+        for (d, n), s in tr.groupby(["d", "n"]):
+            fig.add_trace(go.Scatter(x=s["beta"], y=s["tau_half"], mode="lines+markers", name=f"d={d} n={n}"))
+        fig.update_yaxes(type="log")
+        fig.update_layout(title="trade-off: diffusive time to overlap 1/2", xaxis_title="beta")
+        out["trade-off"] = fig
+    return out

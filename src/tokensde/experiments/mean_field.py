@@ -43,6 +43,7 @@ from ..meanfield import circle as mf
 from ..noise import derive_seed
 from ..stats import bonferroni_z, loglog_slope
 from ..theory import synchronization as theory_c
+from . import plotting
 from . import verdict as V
 from .base import Experiment, ExperimentConfig, Progress
 
@@ -662,6 +663,27 @@ class MeanField(Experiment):
                 )
             )
         return V.verdict(checks, notes)
+
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The density of ``mu_t`` (first draw, per model) as heat maps, and the chaos study in log-log axes."""
+        go = plotting.go()
+        out: dict[str, Any] = {}
+        snap = table[(table["part"] == "snap") & table["density"].notna()] if "density" in table else table.iloc[:0]
+        for name, s in snap[snap["draw"] == 0].groupby("model"):
+            s = s.sort_values("t")
+            img = np.stack(s["density"].to_numpy())
+            theta = np.linspace(0.0, 2.0 * math.pi, img.shape[1], endpoint=False)
+            fig = go.Figure(go.Heatmap(z=img, x=theta, y=s["t"], colorscale="Magma"))
+            fig.update_layout(title=f"model {name}: density of mu_t given one noise path", xaxis_title="theta")
+            fig.update_yaxes(title="t", autorange="reversed")
+            out[f"density {name}"] = fig
+        fig = go.Figure()
+        for name, s in table[table["part"] == "chaos"].groupby("model"):
+            g = s.groupby("N")["w1_T"].agg(["mean", "sem"])
+            fig.add_trace(go.Scatter(x=g.index, y=g["mean"], error_y={"type": "data", "array": g["sem"]},
+                                     mode="lines+markers", name=f"model {name}"))  # fmt: skip
+        out["chaos"] = plotting.loglog(fig, title="E W1(mu^N_T, mu_T) against N (same noise)", xaxis_title="N")
+        return out
 
     def figures(self, cfg: MeanFieldConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt

@@ -137,6 +137,7 @@ from ..noise import SLAB, derive_seed
 from ..sphere import normalize, uniform
 from ..stats import bonferroni_z, wilson, z_for
 from ..theory import value_noise as theory_a
+from . import plotting
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 from .verdict import Check, at_most, binomial_cells, check, verdict
 
@@ -616,6 +617,10 @@ class MultiToken(Experiment):
         title = f"model A, 32 tokens, d = {d}, beta = {beta:g}, Vbar = 0, sigma = 1"
         return recorded(ValueNoise(beta=beta), x0, dt, steps, cfg.seed, ("multi-token", "trajectory"), title)
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: MultiTokenConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
@@ -669,3 +674,30 @@ class MultiToken(Experiment):
         fig.tight_layout()
         out["multi_token_clusters"] = fig
         return out
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    go = plotting.go()
+    out: dict[str, Any] = {}
+    noisy = t[t["condition"] == "noisy"]
+    for col, title in (("antipodal", "antipodal two-cluster endings"), ("collapsed", "collapsed endings")):
+        fig = go.Figure()
+        for (d, n), s in noisy.groupby(["d", "n"]):
+            s = s.sort_values("beta")
+            fig.add_trace(
+                go.Scatter(x=s["beta"], y=s[f"p_{col}"], mode="lines+markers", name=f"noisy d={d} n={n}",
+                           error_y=plotting.error_bars(s, col))
+            )  # fmt: skip
+        if col == "collapsed":
+            quiet = t[t["condition"] == "noiseless"]
+            for d, s in quiet.groupby("d"):
+                s = s.groupby("beta", as_index=False)["p_collapsed"].min()
+                fig.add_trace(go.Scatter(x=s["beta"], y=s["p_collapsed"], mode="lines", line={"dash": "dash"},
+                                         name=f"noiseless d={d} (min over n)"))  # fmt: skip
+        for d in sorted(noisy["d"].unique()):
+            fig.add_vline(x=float(noisy[noisy["d"] == d]["beta_c"].iloc[0]), line_dash="dot")
+        fig.update_layout(title=f"model A, Vbar = 0, sigma = 1: {title} at T (99% Wilson); dotted: beta_c(d)",
+                          xaxis_title="beta")  # fmt: skip
+        out[col] = fig
+    return out

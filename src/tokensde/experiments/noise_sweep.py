@@ -122,6 +122,7 @@ from ..sphere import uniform
 from ..stats import wilson, z_for
 from ..theory import value_noise as theory_a
 from ..theory.two_point import TwoPointMotion
+from . import plotting
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 from .multi_token import classify, condition_row, run_systems
 from .verdict import Check, binomial_cells, check, pooled_z, verdict
@@ -646,6 +647,10 @@ class NoiseSweep(Experiment):
         title = f"model A, {n} tokens, d = {s.d}, beta = {s.beta:g}, Vbar = I, sigma = {sigma:g}"
         return recorded(model, x0, dt, steps, cfg.seed, ("noise-sweep", "trajectory"), title)
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: NoiseSweepConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
@@ -687,3 +692,17 @@ class NoiseSweep(Experiment):
             ax.legend(fontsize=7)
         fig.tight_layout()
         return {"noise_sweep": fig}
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    go = plotting.go()
+    fig = go.Figure()
+    sweep = t[t["kind"] == "sweep"] if "kind" in t else t  # the two-token exit-law cells: the static figure's panel
+    for k, s in sweep.groupby("setting", sort=False):
+        s = s.sort_values("sigma")
+        name = f"{k} (trend p = {s['trend_p'].iloc[0]:.2g}, sigma_c = {s['sigma_c'].iloc[0]:.3f})"
+        fig.add_trace(go.Scatter(x=s["sigma"], y=s["p_antipodal"], mode="lines+markers", name=name,
+                                 error_y=plotting.error_bars(s, "antipodal")))  # fmt: skip
+    fig.update_layout(title="model A, Vbar = I: antipodal fraction at T vs sigma (99% Wilson)", xaxis_title="sigma")
+    return {"noise sweep": fig}

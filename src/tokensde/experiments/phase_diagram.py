@@ -45,6 +45,7 @@ from ..sphere import pair_with_overlap
 from ..stats import bonferroni_z, interval_errors, wilson, z_for
 from ..theory import value_noise as theory_a
 from ..theory.two_point import TwoPointMotion
+from . import plotting
 from . import verdict as V
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 
@@ -561,6 +562,10 @@ class PhaseDiagram(Experiment):
         title = f"{name}, 16 tokens, d = {d}, beta = {beta:g}"
         return recorded(model, x0, dt, round(cfg.T / dt), cfg.seed, ("trajectory",), title)
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: PhaseDiagramConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
@@ -609,3 +614,28 @@ class PhaseDiagram(Experiment):
         ax.set_ylim(-0.01, None)
         fig.tight_layout()
         return {"phase_diagram": fig}
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    go = plotting.go()
+    fig = go.Figure()
+    for d in sorted(t["d"].unique()):
+        s = t[t["d"] == d].sort_values("beta")
+        fig.add_trace(go.Scatter(x=s["beta"], y=s["p_antipodal_theory"], mode="lines", name=f"theory d={d}"))
+        fig.add_trace(
+            go.Scatter(
+                x=s["beta"],
+                y=s["p_antipodal_mc"],
+                mode="markers",
+                name=f"MC d={d}",
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": s["ci_high"] - s["p_antipodal_mc"],
+                    "arrayminus": s["p_antipodal_mc"] - s["ci_low"],
+                },
+            )
+        )
+    fig.update_layout(title="P(antipodal): Monte Carlo (99% Wilson) vs the exact exit law", xaxis_title="beta")
+    return {"phase diagram": fig}

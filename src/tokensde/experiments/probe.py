@@ -498,7 +498,18 @@ class Probe(Experiment):
             )
         return verdict(checks, notes)
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: ProbeConfig, table: pd.DataFrame) -> dict[str, Any]:
         from .probe_figures import static_figures
 
         return static_figures(table, cfg.bins)
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    from .probe_figures import interactive  # beside the experiment's static figures
+
+    return interactive(t, cfg)

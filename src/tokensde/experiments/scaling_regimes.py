@@ -52,6 +52,7 @@ from ..noise import derive_seed
 from ..solvers import integrate_ode
 from ..sphere import uniform
 from ..stats import loglog_slope
+from . import plotting
 from .base import Experiment, ExperimentConfig, Progress, recorded
 from .verdict import at_least, slope_within, verdict
 
@@ -326,6 +327,10 @@ class ScalingRegimes(Experiment):
         title = f"model B stack, diffusive scaling (alpha = {cfg.alpha:g}), eta = {eta:g}, n = {cfg.n}, d = {cfg.d}"
         return recorded(law, x0, eta, _steps(cfg, eta), cfg.seed, ("trajectory",), title, solver="stack")
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: ScalingRegimesConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
@@ -351,3 +356,16 @@ class ScalingRegimes(Experiment):
         axes[0].set_ylabel("RMS error at time T")
         fig.tight_layout()
         return {"scaling_regimes": fig}
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    go = plotting.go()
+    out = {}
+    for series, s in t.groupby("series"):
+        fig = go.Figure()
+        for col, lab in (("err_ballistic", "ballistic ODE"), ("err_modified", "modified ODE"), ("err_sde", "SDE")):
+            if s[col].notna().all():
+                fig.add_trace(go.Scatter(x=s["eta"], y=s[col], mode="lines+markers", name=f"vs {lab}"))
+        out[f"{series} series"] = plotting.loglog(fig, title=f"{series} series: RMS error at time T", xaxis_title="eta")
+    return out

@@ -64,6 +64,7 @@ from ..noise import derive_seed
 from ..solvers import SOLVERS, Level, simulate_levels
 from ..sphere import uniform
 from ..stats import loglog_slope
+from . import plotting
 from .base import Experiment, ExperimentConfig, Progress, recorded
 from .verdict import slope_within, verdict
 
@@ -291,6 +292,10 @@ class SolverOrder(Experiment):
             solver="heun",
         )
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: SolverOrderConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
@@ -321,3 +326,22 @@ class SolverOrder(Experiment):
             ax.legend(fontsize=7)
         fig.tight_layout()
         return {"solver_order": fig}
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    go = plotting.go()
+    out = {}
+    for kind, title in (("strong", "strong error (RMS at T)"), ("weak", "weak error |E phi(X^h) - E phi(X^ref)|")):
+        fig = go.Figure()
+        for case, s in t.groupby("case", sort=False):
+            s = s.sort_values("h")
+            y = s[kind].abs() if kind == "weak" else s[kind]
+            fig.add_trace(
+                go.Scatter(
+                    x=s["h"], y=y, mode="lines+markers", name=str(case),
+                    error_y={"type": "data", "array": 2 * s[f"{kind}_se"]},
+                )
+            )  # fmt: skip
+        out[kind] = plotting.loglog(fig, title=f"{title} vs step h (error bars 2 se)", xaxis_title="h")
+    return out

@@ -82,6 +82,7 @@ from ..solvers import simulate
 from ..sphere import normalize, tangent_project, uniform
 from ..stats import bonferroni_z, wilson, z_for
 from ..theory import synchronization as theory_c
+from . import plotting
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 from .verdict import Check, at_least, at_most, binomial_cells, check, pooled_z, slope_within, verdict
 
@@ -850,6 +851,10 @@ class Synchronization(Experiment):
         steps = round(cfg.cluster_T / cfg.cluster_dt)
         return recorded(MLPNoise(activation="tanh"), x0, cfg.cluster_dt, steps, cfg.seed, ("trajectory",), title)
 
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
+        return _interactive_figures(table, cfg)
+
     def figures(self, cfg: SynchronizationConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
 
@@ -961,3 +966,44 @@ class Synchronization(Experiment):
             fig.tight_layout()
             figs["energy"] = fig
         return figs
+
+
+def _interactive_figures(t: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The report's interactive (plotly) figures, from the results table and the run's JSON config."""
+    go = plotting.go()
+    out: dict[str, Any] = {}
+    tab = t[t["part"] == "table"]
+    cols = ["activation", "d", "sigma_u", "kappa_1", "kappa_prime_1", "lambda_1", "lambda_bar", "lambda_bar_prime"]
+    cells = [tab[c].map(lambda v: f"{v:.5g}" if isinstance(v, float) else str(v)) for c in cols]
+    out["constants"] = go.Figure(
+        data=[go.Table(header={"values": cols}, cells={"values": cells})],
+        layout={"title": "synchronization constants", "height": 120 + 22 * len(tab)},
+    )
+    ex = t[t["part"] == "exponent"]
+    if not ex.empty:
+        fig = go.Figure()
+        lim = [float(ex["lambda_1"].min()) * 1.1, float(ex["lambda_1"].max()) * 0.9]
+        fig.add_trace(go.Scatter(x=lim, y=lim, mode="lines", name="y = x"))
+        fig.add_trace(
+            go.Scatter(
+                x=ex["lambda_1"],
+                y=ex["estimate"],
+                mode="markers",
+                text=ex["setting"],
+                error_y={"type": "data", "array": ex["ci_high"] - ex["estimate"]},
+                name="Monte Carlo",
+            )
+        )
+        fig.update_layout(title="distance exponent at collapse vs lambda_1", xaxis_title="lambda_1")
+        out["exponent"] = fig
+    en = t[t["part"] == "energy"]
+    if not en.empty:
+        fig = go.Figure()
+        for c, s in en.groupby("c"):
+            fig.add_trace(go.Scatter(x=s["t"], y=s["mean"], mode="lines+markers", name=f"c = {c:g}"))
+        s = en[en["c"] == en["c"].iloc[0]]
+        fig.add_trace(go.Scatter(x=s["t"], y=s["bound"], mode="lines", line={"dash": "dash"}, name="bound"))
+        fig.update_yaxes(type="log")
+        fig.update_layout(title="E[E_beta(t)] and exp(lambda_bar' t) E[E_beta(0)]", xaxis_title="t")
+        out["energy"] = fig
+    return out

@@ -80,6 +80,7 @@ from ..noise import derive_seed
 from ..sphere import pair_with_overlap
 from ..stats import bonferroni_z, interval_errors, z_for
 from ..theory import value_noise as theory_a
+from . import plotting
 from . import verdict as V
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
 from .phase_diagram import PhaseDiagramConfig, _interval, _paired, cell_dt, cell_steps, horizon_checks
@@ -458,6 +459,22 @@ class Universality(Experiment):
         model = ValueNoise(beta=beta, law=law, nu=cfg.nu, p=cfg.p)
         title = f"model A stack, {law_label(law, cfg.nu, cfg.p)} entries, 16 tokens, d = {d}, beta = {beta:g}"
         return recorded(model, x0, dt, round(cfg.T / dt), cfg.seed, ("trajectory",), title, solver="stack")
+
+    def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
+        """Per law, the extrapolated antipodal fraction of every cell (99% interval) against the exit law."""
+        go = plotting.go()
+        fig = go.Figure()
+        t = table.sort_values(["d", "beta"])
+        cells = [f"d={d}, beta={b:g}" for d, b in zip(t["d"], t["beta"], strict=True)]
+        t = t.assign(cell=cells)
+        theory = t.drop_duplicates("cell")
+        fig.add_trace(go.Scatter(x=theory["cell"], y=theory["p_antipodal_theory"], mode="lines", name="exit law"))
+        for label, s in t.groupby("label", sort=False):
+            err = {"type": "data", "symmetric": False, "array": s["ci_high"] - s["p_antipodal_mc"],
+                   "arrayminus": s["p_antipodal_mc"] - s["ci_low"]}  # fmt: skip
+            fig.add_trace(go.Scatter(x=s["cell"], y=s["p_antipodal_mc"], mode="markers", name=str(label), error_y=err))
+        fig.update_layout(title="the stack with each entry law: P(antipodal), 2P(dt) - P(2dt), 99%, vs the exit law")
+        return {"universality": fig}
 
     def figures(self, cfg: UniversalityConfig, table: pd.DataFrame) -> dict[str, Any]:
         import matplotlib.pyplot as plt
