@@ -113,10 +113,7 @@ class PhaseDiagramConfig(ExperimentConfig):
     @field_validator("T_max")
     @classmethod
     def _tmax(cls, v: float, info: Any) -> float:
-        t = info.data.get("T")
-        if t is not None and v < t:
-            raise ValueError(f"T_max must be >= T = {t}, got {v}")
-        return v
+        return t_max_at_least_t(v, info)
 
 
 def motion(cfg: PhaseDiagramConfig, d: int, beta: float) -> TwoPointMotion:
@@ -139,6 +136,14 @@ def model_fingerprint(spec: str | None) -> str | None:
     module = importlib.import_module(spec.partition(":")[0])
     path = getattr(module, "__file__", None)
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else "no-source-file"
+
+
+def t_max_at_least_t(v: float, info: Any) -> float:
+    """The ``T_max`` validator of the configs whose cells run between ``T`` and ``T_max``."""
+    t = info.data.get("T")
+    if t is not None and v < t:
+        raise ValueError(f"T_max must be >= T = {t}, got {v}")
+    return v
 
 
 def relaxation_time(d: int, beta: float, m: TwoPointMotion | None = None) -> float:

@@ -83,7 +83,15 @@ from ..theory import value_noise as theory_a
 from . import plotting
 from . import verdict as V
 from .base import Experiment, ExperimentConfig, Progress, each_in, recorded
-from .phase_diagram import PhaseDiagramConfig, _interval, _paired, cell_dt, cell_steps, horizon_checks
+from .phase_diagram import (
+    PhaseDiagramConfig,
+    _interval,
+    _paired,
+    cell_dt,
+    cell_steps,
+    horizon_checks,
+    t_max_at_least_t,
+)
 
 __all__ = ["Universality", "UniversalityConfig", "clock_rate", "law_label"]
 
@@ -147,10 +155,7 @@ class UniversalityConfig(ExperimentConfig):
     @field_validator("T_max")
     @classmethod
     def _tmax(cls, v: float, info: Any) -> float:
-        t = info.data.get("T")
-        if t is not None and v < t:
-            raise ValueError(f"T_max must be >= T = {t}, got {v}")
-        return v
+        return t_max_at_least_t(v, info)
 
     @field_validator("clock_steps")
     @classmethod
