@@ -42,7 +42,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .noise import BLOCK, SLAB, NoiseStream
+from .noise import SLAB
+from .rng import normals as counter_normals
+from .rng import stream_keys
 
 __all__ = ["BrownianPath", "Run", "Hooks", "Solution", "integrate", "integrate_runs", "coarse_normals"]
 
@@ -60,7 +62,7 @@ class BrownianPath:
     key : tuple
         Identifies the stream; different keys give independent paths.
     systems : int
-        Number of systems ``B`` (defines the blocks of :data:`~tokensde.noise.BLOCK` systems).
+        Number of systems ``B``.
     shape : tuple of int
         One system's normals per step (the model's ``noise_shape``).
     dtype, device
@@ -113,13 +115,56 @@ class BrownianPath:
         """The underlying path (ratio 1)."""
         return dataclasses.replace(self, ratio=1)
 
-    def stream(self, start: int = 0, stop: int | None = None) -> NoiseStream:
-        """A fresh :class:`~tokensde.noise.NoiseStream` of the fine normals of systems ``start..stop``."""
-        if self.cells is not None:
-            if (start, stop) not in ((0, None), (0, self.total)):
-                raise ValueError("a path of several cells is streamed whole")
-            return NoiseStream.for_cells(self.seed, list(self.cells), self.shape, self.dtype, self.device)
-        return NoiseStream(self.seed, self.key, self.systems, self.shape, start, stop, self.dtype, self.device)
+    def system_keys(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Per system: the two 32-bit words of its stream's Philox key and its index in the stream (int64 ``(total,)``).
+
+        A single stream has key ``stream_keys(seed, *key)`` and indices ``0..systems-1``; with ``cells``, each
+        cell's systems get their cell's key and indices ``0..runs-1`` (:mod:`tokensde.rng`).
+        """
+        parts = [(self.key, self.systems)] if self.cells is None else list(self.cells)
+        k0, k1, idx = [], [], []
+        for key, size in parts:
+            w0, w1 = stream_keys(self.seed, *key)
+            k0.append(torch.full((size,), w0, dtype=torch.int64))
+            k1.append(torch.full((size,), w1, dtype=torch.int64))
+            idx.append(torch.arange(size, dtype=torch.int64))
+        return torch.cat(k0), torch.cat(k1), torch.cat(idx)
+
+    def normals(self, step0: int, steps: int, systems: Tensor | None = None) -> Tensor:
+        """The fine normals of steps ``step0 .. step0 + steps - 1``: ``(steps, B, *shape)`` in the path's dtype and
+        device, for all systems or the given indices (:func:`tokensde.rng.normals`: any step, any subset).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from tokensde.engine import BrownianPath
+        >>> path = BrownianPath(seed=0, key=("demo",), systems=4, shape=(2, 3))
+        >>> z = path.normals(0, 5)
+        >>> tuple(z.shape), bool(torch.equal(path.normals(3, 2, torch.tensor([1, 3])), z[3:, [1, 3]]))
+        ((5, 4, 2, 3), True)
+        """
+        return _Draw(self, 0, self.total).normals(step0, steps, systems)
+
+
+class _Draw:
+    """The normals of the systems ``start..stop`` of a path (their keys and indices, kept on the CPU)."""
+
+    def __init__(self, path: BrownianPath, start: int, stop: int) -> None:
+        k0, k1, idx = path.system_keys()
+        self.key0, self.key1, self.index = k0[start:stop], k1[start:stop], idx[start:stop]
+        self.shape, self.dtype, self.device = path.shape, path.dtype, torch.device(path.device)
+        self.count = math.prod(path.shape)
+
+    def keys(self, systems: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        if systems is None:
+            return self.key0, self.key1, self.index
+        sel = systems.cpu()
+        return self.key0[sel], self.key1[sel], self.index[sel]
+
+    def normals(self, step0: int, steps: int, systems: Tensor | None = None) -> Tensor:
+        k0, k1, idx = self.keys(systems)
+        z = counter_normals(k0.to(self.device), k1.to(self.device), idx.to(self.device), step0, steps, self.count)
+        return z.to(device=self.device, dtype=self.dtype).view(steps, len(idx), *self.shape)
 
 
 def coarse_normals(group: Sequence[Tensor], r: int) -> Tensor:
@@ -418,7 +463,7 @@ def integrate_runs(
     bsz = x0.shape[0]
     if chunk is not None and (hooks.retire or hooks.observe) and chunk < bsz:
         raise ValueError("hooks that see the states need the systems in one chunk (chunk=None)")
-    chunk = bsz if chunk is None else max(BLOCK, (chunk // BLOCK) * BLOCK)
+    chunk = bsz if chunk is None else max(1, int(chunk))
     parts = [
         _integrate_chunk(runs, x0[lo : lo + chunk], path, lo, min(lo + chunk, bsz), bsz, dt, steps, save_every, hooks)
         for lo in range(0, bsz, chunk)
@@ -463,12 +508,17 @@ def _integrate_chunk(
 ) -> dict[str, tuple[Tensor, Tensor | None]]:
     """The stepping loop over the systems ``start..stop`` (the engine's only loop over steps).
 
-    The path is drawn a slab (16 steps) at a time. A slab in which no hook reads a state and every coarse
-    step lies inside is run by each run on one chunk of systems after the other (cache-sized chunks when
-    the step says it is elementwise per system: the same numbers); otherwise step by step.
+    The path is drawn a slab (16 steps) at a time, for the systems some run still steps. A slab in which no
+    hook reads a state and every coarse step lies inside is run by each run on one chunk of systems after
+    the other (cache-sized chunks when the step says it is elementwise per system: the same numbers);
+    otherwise step by step. When the runs share one model and its step can advance coupled runs at once
+    drawing the normals itself (``levels``, on the CPU), such a slab is one call of it, and no normals are
+    written out.
     """
-    stream = None if path is None else path.stream(start, None if stop == total else stop)
-    slab_len = SLAB if stream is None else stream.slab
+    draw = None if path is None else _Draw(path, start, stop)
+    slab_len = SLAB
+    joint = _joint_step(runs, x0, start, stop, total) if draw is not None else None
+    jacc = None if joint is None else torch.zeros(len(runs), x0.shape[0], math.prod(path.shape), dtype=torch.float64)  # type: ignore[union-attr]
     names = [r.label() for r in runs]
     size = x0.shape[0]
     if hooks.retire is not None and any(slab_len % r.ratio for r in runs):
@@ -493,24 +543,9 @@ def _integrate_chunk(
     while k0 < steps:
         if hooks.retire is not None:
             alive = hooks.retire(k0, full, dict(alive))
-            if stream is not None:
-                needed = torch.zeros(len(stream.blocks), dtype=torch.bool, device=x0.device)
-                for name in names:
-                    needed[stream.block_of[alive[name]]] = True
-                stream.retire(needed)
         n_here = min(slab_len, steps - k0)
         if hooks.observe is None and not save_every and not any(len(a) for a in alive.values()):
             break  # every system retired and nothing left to record
-        work = {name: gather(name) for name in names}
-        step_of = {
-            r.label(): _stepper(r, work[r.label()], start, stop, total, _subset(alive[r.label()], size)) for r in runs
-        }
-        noise: dict[str, Tensor] = {}
-        if stream is not None:
-            slab = stream.next_slab()
-            by_system = slab.transpose(0, 1)
-            for name in names:
-                noise[name] = slab if len(alive[name]) == size else by_system[alive[name]].transpose(0, 1)
         active = max(len(a) for a in alive.values())
         ends = range(k0 + 1, k0 + n_here + 1)
         stepwise = (
@@ -518,6 +553,41 @@ def _integrate_chunk(
             or (save_every and any(k % save_every == 0 for k in ends))
             or any(n_here % r.ratio or k0 % r.ratio for r in runs)
         )
+        everyone_alive = all(len(a) == size for a in alive.values())
+        union = None if everyone_alive else torch.unique(torch.cat(list(alive.values())))
+        if joint is not None:
+            # the whole slab in calls of the joint step, cut where a hook reads the states
+            cuts = [k for k in ends if (hooks.observe is not None and observe_at(k - 1)) or (save_every and k % save_every == 0)]
+            if not cuts or cuts[-1] != ends[-1]:
+                cuts.append(ends[-1])
+            a = k0
+            for b in cuts:
+                _joint_slab(joint, runs, full, jacc, alive, union, size, draw, a, b - a, dt)  # type: ignore[arg-type]
+                if hooks.progress is not None:
+                    for k in range(a + 1, b):
+                        hooks.progress(k - 1, active)
+                if save_every and b % save_every == 0:
+                    for name in names:
+                        saved[name].append(full[name].clone())
+                if hooks.observe is not None and observe_at(b - 1):
+                    hooks.observe(b - 1, full)
+                if hooks.progress is not None:
+                    hooks.progress(b - 1, active)
+                a = b
+            k0 += n_here
+            continue
+        work = {name: gather(name) for name in names}
+        step_of = {
+            r.label(): _stepper(r, work[r.label()], start, stop, total, _subset(alive[r.label()], size)) for r in runs
+        }
+        noise: dict[str, Tensor] = {}
+        if draw is not None:
+            slab = draw.normals(k0, n_here, union)
+            for name in names:
+                if union is None or len(alive[name]) == len(union):
+                    noise[name] = slab
+                else:
+                    noise[name] = slab[:, torch.searchsorted(union, alive[name])]
         if not stepwise:
             for r in runs:
                 name = r.label()
@@ -533,7 +603,7 @@ def _integrate_chunk(
                     if not len(work[name]):
                         continue
                     xi = None
-                    if stream is not None:
+                    if draw is not None:
                         fine = noise[name][k - 1 - k0]
                         if ratio > 1:
                             # a running sum, the operations of coarse_normals (kept across slabs)
@@ -565,6 +635,56 @@ def _integrate_chunk(
             scatter(name, work[name])
         k0 += n_here
     return {name: (full[name], torch.stack(saved[name]) if save_every else None) for name in names}
+
+
+def _joint_step(runs: Sequence[Run], x0: Tensor, start: int, stop: int, total: int) -> Any:
+    """The step that advances all ``runs`` at once (its ``levels`` capability), or ``None``.
+
+    Only for runs of one model and one solver on the CPU, whose prepared step offers ``levels``.
+    """
+    if x0.device.type != "cpu" or not len(x0) or any(r.step is not None or r.model is not runs[0].model for r in runs):
+        return None
+    from .solvers import resolve_solver
+
+    scheme = resolve_solver(runs[0].solver)
+    if any(resolve_solver(r.solver) is not scheme and r.solver != runs[0].solver for r in runs):
+        return None
+    step = _stepper(runs[0], x0, start, stop, total, None)
+    return step if getattr(step, "levels", None) is not None else None
+
+
+def _joint_slab(
+    joint: Any,
+    runs: Sequence[Run],
+    full: dict[str, Tensor],
+    acc: Tensor,
+    alive: dict[str, Tensor],
+    union: Tensor | None,
+    size: int,
+    draw: _Draw,
+    k0: int,
+    n_here: int,
+    dt: float,
+) -> None:
+    """``n_here`` fine steps from ``k0`` of every run through ``joint.levels`` on the systems some run steps;
+    ``full`` and the coarse runs' sums of normals ``acc`` ``(R, B, m)`` updated in place."""
+    names = [r.label() for r in runs]
+    if union is not None and not len(union):
+        return
+    rows = slice(None) if union is None else union
+    states = torch.stack([full[name][rows] for name in names]).to(torch.float64).contiguous()
+    if union is None:
+        mask = torch.ones(len(names), size, dtype=torch.bool)
+    else:
+        mask = torch.stack([torch.isin(union, alive[name]) for name in names])
+    keys = tuple(k.contiguous().numpy() for k in draw.keys(union))
+    ratios = [r.ratio for r in runs]
+    sums = acc if union is None else acc[:, union].contiguous()
+    joint.levels(states.numpy(), sums.numpy(), mask.numpy(), union, ratios, keys, k0, n_here, dt)
+    if union is not None:
+        acc[:, union] = sums
+    for i, name in enumerate(names):
+        full[name][rows] = states[i].to(full[name].dtype)
 
 
 def _subset(idx: Tensor, size: int) -> Tensor | None:

@@ -100,6 +100,7 @@ def normals_into(out: np.ndarray, key0: np.ndarray, key1: np.ndarray, index: np.
 
 def pair_levels(
     states: np.ndarray,
+    acc: np.ndarray,
     alive: np.ndarray,
     beta: np.ndarray,
     key0: np.ndarray,
@@ -110,18 +111,21 @@ def pair_levels(
     steps: int,
     dt: float,
     sigma2: float,
+    single: bool = False,
 ) -> None:
     """``steps`` fine steps from ``step0`` of coupled fused two-token Euler runs, normals drawn in place.
 
-    ``states`` float64 ``(R, B, 2, d)``, updated in place: run ``l`` takes a step ``ratios[l] dt`` every
-    ``ratios[l]`` fine steps with the normalised sum ``(xi_1 + ... + xi_r) / sqrt(r)`` of those fine normals
-    (``step0`` and ``steps`` are multiples of every ratio); ``alive`` bool ``(R, B)``: whether run ``l``
+    ``states`` float64 ``(R, B, 2, d)``, updated in place: run ``l`` takes a step ``ratios[l] dt`` after
+    every fine step ``k`` with ``(k + 1) % ratios[l] == 0``, with the normalised sum
+    ``(xi_1 + ... + xi_r) / sqrt(r)`` of its fine normals, summed in ``acc`` float64 ``(R, B, 2d)`` (kept
+    between calls, so a call may start and end anywhere); ``alive`` bool ``(R, B)``: whether run ``l``
     steps system ``b`` (the others keep their state). ``beta`` float64 ``(B,)``; the systems are
-    ``index[b]`` with keys ``(key0[b], key1[b])`` (:func:`normals_into`).
+    ``index[b]`` with keys ``(key0[b], key1[b])`` (:func:`normals_into`). Each step is evaluated in float64;
+    with ``single`` the new state is rounded to float32 after every step (a float32 state, as stored).
     """
     _run_tiles(
-        _pair_levels_tiles, states.shape[1], states, alive, beta, key0, key1, index, ratios,
-        int(step0), int(steps), float(dt), float(sigma2),
+        _pair_levels_tiles, states.shape[1], states, acc, alive, beta, key0, key1, index, ratios,
+        int(step0), int(steps), float(dt), float(sigma2), bool(single),
     )  # fmt: skip
 
 
@@ -228,7 +232,7 @@ def _normals_tiles(out, key0, key1, index, step0, first, last):  # type: ignore[
 
 
 @njit(**_OPTS)
-def _pair_step(x, z, beta, lo, n, h, sigma2, d, w):  # type: ignore[no-untyped-def]
+def _pair_step(x, z, beta, lo, n, h, sigma2, d, w, single):  # type: ignore[no-untyped-def]
     """One fused two-token Euler step (the closed forms of ``pair_euler_step``) on the lanes of one tile.
 
     ``x`` ``(2, d, TILE)`` tokens, ``z`` ``(>= 2d, TILE)`` the step's normals (token 1's ``d`` then token
@@ -282,14 +286,20 @@ def _pair_step(x, z, beta, lo, n, h, sigma2, d, w):  # type: ignore[no-untyped-d
     for lane in range(n):
         sp[lane] = math.sqrt(sp[lane])
         sm[lane] = math.sqrt(sm[lane])
-    for c in range(d):
-        for lane in range(n):
-            x[0, c, lane] = x[0, c, lane] / sp[lane]
-            x[1, c, lane] = x[1, c, lane] / sm[lane]
+    if single:  # the state is kept in float32: rounded after every step
+        for c in range(d):
+            for lane in range(n):
+                x[0, c, lane] = np.float64(np.float32(x[0, c, lane] / sp[lane]))
+                x[1, c, lane] = np.float64(np.float32(x[1, c, lane] / sm[lane]))
+    else:
+        for c in range(d):
+            for lane in range(n):
+                x[0, c, lane] = x[0, c, lane] / sp[lane]
+                x[1, c, lane] = x[1, c, lane] / sm[lane]
 
 
 @njit(**_OPTS)
-def _pair_levels_tiles(states, alive, beta, key0, key1, index, ratios, step0, steps, dt, sigma2, first, last):  # type: ignore[no-untyped-def]
+def _pair_levels_tiles(states, acc, alive, beta, key0, key1, index, ratios, step0, steps, dt, sigma2, single, first, last):  # type: ignore[no-untyped-def]
     """``steps`` fine steps from ``step0`` of coupled fused two-token Euler runs, normals drawn in place.
 
     ``states`` float64 ``(R, B, 2, d)``, updated in place: run ``l`` takes a step ``ratios[l] dt`` every
@@ -308,35 +318,39 @@ def _pair_levels_tiles(states, alive, beta, key0, key1, index, ratios, step0, st
         w = np.empty((8, TILE))
         xi = np.empty((4 * groups, TILE))
         x = np.empty((runs, 2, d, TILE))
-        acc = np.zeros((runs, 2 * d, TILE))
+        sums = np.empty((runs, 2 * d, TILE))
         for r in range(runs):
             for lane in range(n):
                 for tok in range(2):
                     for c in range(d):
                         x[r, tok, c, lane] = states[r, lo + lane, tok, c]
+                for c in range(2 * d):
+                    sums[r, c, lane] = acc[r, lo + lane, c]
         for s in range(steps):
             _draw(xi, groups, step0 + s, lo, n, key0, key1, index, c0, c1, c2, c3, k0, k1, ub, z0, z1)
             for r in range(runs):
                 ratio = ratios[r]
                 if ratio == 1:
-                    _pair_step(x[r], xi, beta, lo, n, dt, sigma2, d, w)
+                    _pair_step(x[r], xi, beta, lo, n, dt, sigma2, d, w, single)
                     continue
-                a = acc[r]
+                a = sums[r]
                 for c in range(2 * d):
                     for lane in range(n):
                         a[c, lane] += xi[c, lane]
-                if (s + 1) % ratio:
+                if (step0 + s + 1) % ratio:
                     continue
                 scale = 1.0 / math.sqrt(ratio)
                 for c in range(2 * d):
                     for lane in range(n):
                         a[c, lane] *= scale
-                _pair_step(x[r], a, beta, lo, n, ratio * dt, sigma2, d, w)
+                _pair_step(x[r], a, beta, lo, n, ratio * dt, sigma2, d, w, single)
                 for c in range(2 * d):
                     for lane in range(n):
                         a[c, lane] = 0.0
         for r in range(runs):
             for lane in range(n):
+                for c in range(2 * d):
+                    acc[r, lo + lane, c] = sums[r, c, lane]
                 if alive[r, lo + lane]:
                     for tok in range(2):
                         for c in range(d):

@@ -12,11 +12,11 @@ increment:
 Both give, for every coordinate ``k``, ``(dM_1^k, ..., dM_n^k) ~ N(0, C dt)``
 independently over ``k``, so they agree in law.
 
-Reproducibility: a :class:`NoiseStream` gives every block of ``block``
-consecutive systems its own generator, seeded from ``(seed, key, block index)``
-through :class:`numpy.random.SeedSequence`, and draws ``slab`` steps at a time.
-The numbers a system receives therefore do not depend on how the systems are
-split into chunks (as long as chunks are unions of blocks), nor on other cells.
+Reproducibility: the normals themselves are counter-based (:mod:`tokensde.rng`):
+normal ``c`` of step ``k`` of system ``i`` of a stream is a function of the
+stream's key (:func:`derive_seed` of the seed and the stream's name), ``i``, ``k``
+and ``c`` alone, so the numbers a system receives do not depend on how the
+systems are chunked, on threads or devices, nor on other cells.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torch import Tensor
 
 __all__ = [
     "derive_seed",
-    "NoiseStream",
+    "SLAB",
     "gram_factor",
     "kernel_factor",
     "matrix_increment",
@@ -37,8 +37,8 @@ __all__ = [
     "entry_law",
 ]
 
-BLOCK = 256
 SLAB = 16
+"""Steps the engine advances between two looks at the states (retiring, recording): a slab."""
 
 
 def derive_seed(seed: int, *key: object) -> int:
@@ -74,155 +74,6 @@ def derive_seed(seed: int, *key: object) -> int:
     words = [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
     ss = np.random.SeedSequence(entropy=int(seed), spawn_key=tuple(words))
     return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-class NoiseStream:
-    r"""Standard normals of shape ``(B, *shape)`` per step for systems ``start..stop``.
-
-    Parameters
-    ----------
-    seed : int
-        Base seed.
-    key : tuple
-        Identifies the stream (e.g. the cell); different keys, independent streams.
-    total : int
-        Number of systems in the whole stream (defines the blocks).
-    shape : tuple of int
-        Shape of one system's draw per step.
-    start, stop : int
-        The systems this instance serves; must be block-aligned (``stop`` may equal ``total``).
-    dtype, device : optional
-        Of the draws (default float32, CPU).
-    block : int
-        Systems per generator (256).
-    slab : int
-        Steps drawn at once (16).
-
-    Notes
-    -----
-    Block ``k`` (systems ``k block .. (k+1) block - 1``) draws from a generator seeded with
-    ``derive_seed(seed, *key, k)``, ``slab`` steps at a time: step ``t`` of system ``i``
-    is the same number whichever chunk ``[start, stop)`` serves it,
-
-    .. math:: \xi_{t, i} \sim \mathcal N(0, I), \quad \text{i.i.d. over } t, i.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from tokensde.noise import NoiseStream
-    >>> whole = NoiseStream(seed=0, key=("cell", 1), total=512, shape=(2, 3))
-    >>> second = NoiseStream(seed=0, key=("cell", 1), total=512, shape=(2, 3), start=256)
-    >>> xi = whole.next()
-    >>> tuple(xi.shape), torch.equal(second.next(), xi[256:])
-    ((512, 2, 3), True)
-    """
-
-    def __init__(
-        self,
-        seed: int,
-        key: tuple[object, ...],
-        total: int,
-        shape: tuple[int, ...],
-        start: int = 0,
-        stop: int | None = None,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-        block: int = BLOCK,
-        slab: int = SLAB,
-    ) -> None:
-        stop = total if stop is None else stop
-        if start % block or (stop % block and stop != total) or not 0 <= start < stop <= total:
-            raise ValueError(f"chunk [{start}, {stop}) is not aligned to blocks of {block}")
-        self._setup([(key, total, start, stop)], seed, shape, dtype, device, block, slab)
-
-    @classmethod
-    def for_cells(
-        cls,
-        seed: int,
-        cells: list[tuple[tuple[object, ...], int]],
-        shape: tuple[int, ...],
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-        block: int = BLOCK,
-        slab: int = SLAB,
-    ) -> NoiseStream:
-        """One stream serving several cells, concatenated in order: ``cells = [(key, runs), ...]``.
-
-        Each cell's systems get exactly the numbers a single-cell stream with that key would give.
-        """
-        self = cls.__new__(cls)
-        self._setup([(key, runs, 0, runs) for key, runs in cells], seed, shape, dtype, device, block, slab)
-        return self
-
-    def _setup(
-        self,
-        segments: list[tuple[tuple[object, ...], int, int, int]],
-        seed: int,
-        shape: tuple[int, ...],
-        dtype: torch.dtype,
-        device: torch.device | str,
-        block: int,
-        slab: int,
-    ) -> None:
-        self.shape = tuple(shape)
-        self.dtype, self.device = dtype, torch.device(device)
-        self.slab = slab
-        self.blocks: list[tuple[int, int, torch.Generator]] = []
-        offset = 0
-        for key, _total, start, stop in segments:
-            for b0 in range(start, stop, block):
-                g = torch.Generator(device=self.device)
-                g.manual_seed(derive_seed(seed, *key, b0 // block))
-                self.blocks.append((offset + b0 - start, offset + min(b0 + block, stop) - start, g))
-            offset += stop - start
-        self.size = offset
-        # system-major (size, slab, *shape): each block's draw lands in place, no transposing copy;
-        # the steps are strided views of it
-        self._buf = torch.empty((self.size, slab, *self.shape), dtype=dtype, device=self.device)
-        self._k = slab
-        self._needed = [True] * len(self.blocks)
-        self.block_of = torch.empty(self.size, dtype=torch.long, device=self.device)
-        for i, (lo, hi, _) in enumerate(self.blocks):
-            self.block_of[lo:hi] = i
-
-    def retire(self, needed: list[bool] | Tensor) -> None:
-        """Stop drawing for blocks whose systems are no longer simulated (``needed[i]`` False).
-
-        A retired block stays retired; the other blocks' numbers are unchanged.
-        """
-        flags = needed.tolist() if isinstance(needed, Tensor) else list(needed)
-        self._needed = [a and bool(b) for a, b in zip(self._needed, flags, strict=True)]
-
-    def _refill(self) -> None:
-        for (lo, hi, g), needed in zip(self.blocks, self._needed, strict=True):
-            if not needed:
-                continue  # retired systems: their later numbers are never used
-            torch.randn((hi - lo, self.slab, *self.shape), generator=g, out=self._buf[lo:hi])
-        self._k = 0
-
-    @property
-    def at_slab_start(self) -> bool:
-        """Whether the next draw starts a new slab (so :meth:`next_slab` may be called)."""
-        return self._k == self.slab
-
-    def next_slab(self) -> Tensor:
-        """The next ``slab`` steps at once, ``(slab, B, *shape)``; only at a slab start.
-
-        Gives exactly the numbers ``slab`` calls of :meth:`next` would give.
-        """
-        if not self.at_slab_start:
-            raise RuntimeError("next_slab() called in the middle of a slab")
-        self._refill()
-        self._k = self.slab
-        return self._buf.transpose(0, 1)
-
-    def next(self) -> Tensor:
-        """The next step's normals, ``(B, *shape)``."""
-        if self._k == self.slab:
-            self._refill()
-        out = self._buf[:, self._k].contiguous()  # one small copy: consumers (bmm) prefer contiguous batches
-        self._k += 1
-        return out
 
 
 def entry_law(xi: Tensor, law: str, nu: float = 5.0, p: float = 0.5) -> Tensor:

@@ -48,10 +48,11 @@ def uniform_bytes(count: int, d: int, item: int, draw_item: int = 8) -> int:
 
 
 def stream_bytes(systems: int, shape: Iterable[int], item: int, copies: int = 1) -> int:
-    """A :class:`~tokensde.noise.NoiseStream` of ``systems``: its ``(systems, SLAB, *shape)`` buffer, its
-    block index and ``copies`` draws of one step held beside it (``next()`` returns a contiguous copy)."""
+    """The engine's normals of ``systems`` for one slab: computed in float64 ``(SLAB, systems, *shape)`` and cast
+    to ``item`` bytes, the per-system keys and indices (three int64), and ``copies`` draws of one step held
+    beside them."""
     per = math.prod(int(s) for s in shape)
-    return systems * (_slab() + copies) * per * item + 8 * systems
+    return systems * (_slab() * per * (8 + item) + copies * per * item) + 24 * systems
 
 
 def attention_bytes(systems: int, n: int, d: int, item: int, device: str, heads: int = 1) -> int:

@@ -24,6 +24,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -240,6 +241,35 @@ class FusedPairStep:
         if len(self.beta) != len(x):
             raise ValueError(f"the fused step is prepared for {len(self.beta)} pairs, got {len(x)}")
         return pair_euler_step(x, xi, self.beta, dt, self.sigma2)
+
+    def levels(
+        self,
+        states: np.ndarray,
+        acc: np.ndarray,
+        alive: np.ndarray,
+        systems: Tensor | None,
+        ratios: list[int],
+        keys: tuple[np.ndarray, np.ndarray, np.ndarray],
+        step0: int,
+        steps: int,
+        dt: float,
+    ) -> None:
+        """``steps`` fine steps of coupled runs of ratios ``ratios`` on the systems ``systems`` (all if ``None``)
+        of its batch, drawing their normals from ``keys`` (:func:`tokensde.kernels.pair_levels`, CPU).
+
+        ``states`` float64 ``(R, S, 2, d)`` is updated in place where ``alive`` ``(R, S)`` holds; ``acc``
+        ``(R, S, 2d)`` float64 holds the coarse runs' sums of fine normals between calls. The kernel
+        evaluates each step in float64 and, for float32 pairs, rounds the new state to float32; its numbers
+        equal :func:`pair_euler_step`'s to rounding.
+        """
+        from ..kernels import pair_levels
+
+        beta = self.beta.reshape(-1)
+        if systems is not None:
+            beta = beta[systems.to(beta.device)]
+        b = beta.to(device="cpu", dtype=torch.float64).contiguous().numpy()
+        single = self.beta.dtype == torch.float32
+        pair_levels(states, acc, alive, b, *keys, np.asarray(ratios, dtype=np.int64), step0, steps, dt, self.sigma2, single)
 
     def rows(self, lo: int, hi: int) -> FusedPairStep:
         """The step for the pairs ``lo..hi`` of its batch (the engine's cache-sized chunks)."""
