@@ -10,7 +10,7 @@ import torch
 
 from tokensde.experiments.chaos import Chaos, ChaosConfig, build_model, rate, rate_exponent, w2_squared
 from tokensde.models.value_noise import ValueNoise
-from tokensde.noise import NoiseStream
+from tokensde.engine import BrownianPath
 from tokensde.solvers import simulate
 from tokensde.sphere import uniform
 
@@ -72,8 +72,8 @@ def test_noise_shape_does_not_depend_on_the_number_of_tokens(which):
     model = build_model(ChaosConfig(), which)
     shapes = {model.noise_shape(n, 6) for n in (2, 5, 16, 512, 4096)}
     assert len(shapes) == 1
-    a = NoiseStream(3, ("k",), 1, model.noise_shape(16, 6)).next().clone()
-    b = NoiseStream(3, ("k",), 1, model.noise_shape(4096, 6)).next().clone()
+    a = BrownianPath(3, ("k",), 1, model.noise_shape(16, 6)).normals(0, 1)
+    b = BrownianPath(3, ("k",), 1, model.noise_shape(4096, 6)).normals(0, 1)
     assert torch.equal(a, b)
 
 

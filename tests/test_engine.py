@@ -10,7 +10,8 @@ from scipy import stats
 from tokensde.attention import barycenters
 from tokensde.models import ValueNoise
 from tokensde.models.value_noise import pair_euler_slab, pair_euler_step
-from tokensde.noise import NoiseStream, gram_factor, kernel_factor
+from tokensde.engine import BrownianPath
+from tokensde.noise import gram_factor, kernel_factor
 from tokensde.solvers import simulate
 from tokensde.sphere import gram, pair_with_overlap, simplex, uniform
 
@@ -81,15 +82,16 @@ def test_chunking_does_not_change_numbers(n, d):
     assert torch.equal(full, chunked)
 
 
-def test_noise_stream_cells_and_chunks():
-    a = NoiseStream(1, ("c", 1), 600, (2, 3))
-    b = NoiseStream(1, ("c", 1), 600, (2, 3), start=256, stop=600)
-    c = NoiseStream.for_cells(1, [(("c", 0), 100), (("c", 1), 600)], (2, 3))
-    for _ in range(40):
-        x, y, z = a.next(), b.next(), c.next()
-    assert torch.equal(x[256:], y) and torch.equal(z[100:], x)
-    with pytest.raises(ValueError, match="aligned"):
-        NoiseStream(1, ("c",), 600, (2,), start=100)
+def test_path_cells_and_subsets():
+    """A cell of a path of several cells gets the numbers of a path of that key alone; any subset of
+    systems and of steps gets the rows of the whole."""
+    a = BrownianPath(1, ("c", 1), 600, (2, 3))
+    c = BrownianPath(1, (), 0, (2, 3), cells=((("c", 0), 100), (("c", 1), 600)))
+    x, z = a.normals(30, 10), c.normals(30, 10)
+    assert x.shape == (10, 600, 2, 3) and z.shape == (10, 700, 2, 3)
+    assert torch.equal(z[:, 100:], x)
+    assert not torch.equal(z[:, :100], x[:, :100])  # another key
+    assert torch.equal(a.normals(37, 2, torch.arange(256, 600)), x[7:9, 256:])
 
 
 @pytest.mark.parametrize("route", ["matrix", "kernel"])

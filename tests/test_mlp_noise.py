@@ -8,7 +8,7 @@ import torch
 
 from tokensde.activations import make_activation
 from tokensde.models.mlp_noise import MLPNoise, torch_kernel
-from tokensde.noise import NoiseStream
+from tokensde.engine import BrownianPath
 from tokensde.solvers import simulate
 from tokensde.sphere import gram, pair_with_overlap, uniform
 from tokensde.stats import bonferroni_z
@@ -173,7 +173,7 @@ def test_noise_stream_gives_flat_normals_per_system():
     assert m.noise_shape(5, 3, discrete=True) == (10 * 7 + 3,)
     assert MLPNoise(route="features", features=7).noise_shape(5, 3) == (7 * 7 + 3,)
     assert m.noise_shape(5, 3) == (5, 3)
-    s = NoiseStream(0, ("x",), 300, m.noise_shape(5, 3, discrete=True))
-    assert s.next().shape == (300, 73)
+    path = BrownianPath(0, ("x",), 300, m.noise_shape(5, 3, discrete=True))
+    assert path.normals(0, 1)[0].shape == (300, 73)
     with pytest.raises(ValueError, match="route"):
         MLPNoise(route="matrix")

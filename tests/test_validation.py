@@ -49,7 +49,7 @@ def test_levels_ratio_one_is_simulate():
 
 def test_levels_coarse_step_uses_the_brownian_increment():
     """A level of ratio r steps with (xi_1 + ... + xi_r)/sqrt(r) at step r dt: replayed by hand."""
-    from tokensde.noise import NoiseStream
+    from tokensde.engine import BrownianPath
 
     model = ValueNoise(beta=0.5, route="matrix")
     x0 = uniform((256, 2), 3, torch.Generator().manual_seed(1), F64)
@@ -58,10 +58,10 @@ def test_levels_coarse_step_uses_the_brownian_increment():
     res = simulate_levels(
         [Level("c", lambda x, xi, h: em.step(model, x, xi, h), r)], x0, dt, steps, (3, 3), 3, ("k",), record_every=r
     )
-    stream = NoiseStream(3, ("k",), 256, (3, 3), dtype=F64)
+    fine = BrownianPath(3, ("k",), 256, (3, 3), dtype=F64).normals(0, steps)
     x = x0
-    for _ in range(steps // r):
-        s = sum(stream.next().clone() for _ in range(r))
+    for j in range(steps // r):
+        s = fine[j * r : (j + 1) * r].sum(0)
         x = em.step(model, x, s / math.sqrt(r), r * dt)
     torch.testing.assert_close(res["c"].x, x, rtol=0, atol=1e-13)
     assert res["c"].xs.shape[0] == steps // r + 1
