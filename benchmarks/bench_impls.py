@@ -106,8 +106,9 @@ class TokensdeImpl:
         return "tokensde compiled" if self.compile else "tokensde eager"
 
     def supports(self, problem: Problem) -> bool:
-        # the compiled route is the fused two-token kernel; larger systems ignore `compile`
-        return problem.n == 2 if self.compile else True
+        # the torch.compile-d route is the fused two-token step off the CPU (on the CPU the numba kernel is the
+        # default route, `compile` is ignored); larger systems ignore `compile`
+        return (problem.n == 2 and self.device != "cpu") if self.compile else True
 
     def warmup(self, problem: Problem, x0: Tensor, seed: int) -> float:
         return self.run(_short(problem), x0, seed).seconds

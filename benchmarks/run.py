@@ -1,13 +1,17 @@
-"""Benchmark tokensde against naive NumPy and torchsde on model A (problems P1, P2), and tokensde at large n.
+"""Benchmark tokensde against naive NumPy and torchsde on model A (problems P1, P2), tokensde at large n,
+and whole commands as users run them.
 
 Usage::
 
     python benchmarks/run.py [--quick] [--out FILE.json] [--rounds N] [--device cpu|cuda] [--only NAME ...]
+        [--no-main-job]
 
 Every implementation runs once per round, rounds interleaved (the order rotates
 from round to round); the table shows medians over rounds. The large-n section
 (``--only large-n`` selects it alone) runs each configuration once in a fresh
-child process. See ``benchmarks/README.md`` for the columns.
+child process. The command section (``--only command``) times whole processes:
+one phase-diagram cell cold and warm against a naive NumPy process, and the main
+job cold. See ``benchmarks/README.md`` for the columns.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 import numpy as np
 import torch
+from bench_command import COMMAND, command_goals, measure_command, render_command
 from bench_impls import Implementation, implementations
 from bench_large import gflops as large_gflops
 from bench_large import goal_text, mib, run_large
@@ -103,7 +108,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         nargs="*",
         default=None,
-        help=f"run only these implementations (by name) and/or the section {LARGE_N!r}",
+        help=f"run only these implementations (by name) and/or the sections {LARGE_N!r}, {COMMAND!r}",
+    )
+    ap.add_argument(
+        "--no-main-job",
+        action="store_true",
+        help="command section: skip the main job (cold, about a minute on 2 cores; never run with --quick)",
     )
     ap.add_argument(
         "--wait-quiet",
@@ -123,7 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         ap.error("--device cuda requested but torch.cuda.is_available() is False")
     if args.only is not None:
-        known = {i.name for i in implementations("cpu")} | {LARGE_N}
+        known = {i.name for i in implementations("cpu")} | {LARGE_N, COMMAND}
         unknown = sorted(set(args.only) - known)
         if unknown:
             ap.error(f"--only: unknown name(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -135,7 +145,11 @@ def wants_large_n(args: argparse.Namespace) -> bool:
 
 
 def wants_impls(args: argparse.Namespace) -> bool:
-    return args.only is None or any(name != LARGE_N for name in args.only)
+    return args.only is None or any(name not in (LARGE_N, COMMAND) for name in args.only)
+
+
+def wants_command(args: argparse.Namespace) -> bool:
+    return args.only is None or COMMAND in args.only
 
 
 def measure_ceilings(args: argparse.Namespace, log: Console, samples: dict[str, list[float]]) -> None:
@@ -475,15 +489,6 @@ def render(cells: list[Cell], ceilings: dict[str, float], info: dict[str, object
             rt.add_row(other, *(f"{ratios[tok][other]:.2f}" for tok in ratios))
         console.print(rt)
 
-    gl = goals(cells, ceilings)
-    if gl:
-        gt = Table(title="Goals")
-        for col in ("goal", "reached", "met"):
-            gt.add_column(col)
-        for g in gl:
-            gt.add_row(str(g["goal"]), str(g["text"]), "yes" if g["met"] else "[bold red]no[/]")
-        console.print(gt)
-
     for p in {c.problem.key: c.problem for c in cells}.values():
         console.print(
             f"{p.key}: {p.title}, beta = {p.beta:g}, {p.systems} systems x {p.steps} steps"
@@ -513,6 +518,23 @@ def render(cells: list[Cell], ceilings: dict[str, float], info: dict[str, object
         )
 
 
+def all_goals(
+    cells: list[Cell], ceilings: dict[str, float], command: dict[str, object] | None
+) -> list[dict[str, object]]:
+    """The goals of the P1/P2 implementations and of the command section."""
+    return goals(cells, ceilings) + (command_goals(command) if command is not None else [])
+
+
+def render_goals(gl: list[dict[str, object]], console: Console) -> None:
+    if gl:
+        gt = Table(title="Goals")
+        for col in ("goal", "reached", "met"):
+            gt.add_column(col)
+        for g in gl:
+            gt.add_row(str(g["goal"]), str(g["text"]), "yes" if g["met"] else "[bold red]no[/]")
+        console.print(gt)
+
+
 def to_json(
     args: argparse.Namespace,
     cells: list[Cell],
@@ -520,6 +542,7 @@ def to_json(
     info: dict[str, object],
     wall: float,
     large: list[dict[str, object]] | None = None,
+    command: dict[str, object] | None = None,
 ) -> dict[str, object]:
     rows = []
     for c in cells:
@@ -550,7 +573,7 @@ def to_json(
     probs = {c.problem.key: c.problem for c in cells}
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": sys.argv,
+        "argv": sys.argv,
         "quick": args.quick,
         "rounds": args.rounds,
         "seed": args.seed,
@@ -568,7 +591,7 @@ def to_json(
         },
         "results": rows,
         "p1_time_ratios_other_over_tokensde": p1_ratios(cells),
-        "goals": goals(cells, ceilings),
+        "goals": all_goals(cells, ceilings, command),
         "large_n": None
         if large is None
         else {
@@ -576,6 +599,7 @@ def to_json(
             "flops_per_system_step": "2 n^2 d + 5 n^2 + 2 n^2 d + 2 n d^2 (as P2)",
             "results": large,
         },
+        "command": command,
         "wall_seconds": wall,
     }
 
@@ -595,12 +619,16 @@ def main(argv: list[str] | None = None) -> int:
     ceilings = {k: statistics.median(v) for k, v in ceiling_samples.items()}
     info["matmul_ceiling_samples_gflops"] = ceiling_samples
     large = measure_large(args, log, ceilings) if wants_large_n(args) else None
+    command = measure_command(args, log) if wants_command(args) else None
     info["loadavg_at_end"] = list(os.getloadavg())
     render(cells, ceilings, info, console)
     if large is not None:
         render_large(large, ceilings, console)
+    if command is not None:
+        render_command(command, console)
+    render_goals(all_goals(cells, ceilings, command), console)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    doc = to_json(args, cells, ceilings, info, time.perf_counter() - t0, large)
+    doc = to_json(args, cells, ceilings, info, time.perf_counter() - t0, large, command)
     args.out.write_text(json.dumps(doc, indent=2))
     console.print(f"wrote {args.out}")
     return 0

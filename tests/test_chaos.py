@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from tokensde.engine import BrownianPath
 from tokensde.experiments.chaos import Chaos, ChaosConfig, build_model, rate, rate_exponent, w2_squared
 from tokensde.models.value_noise import ValueNoise
-from tokensde.engine import BrownianPath
 from tokensde.solvers import simulate
 from tokensde.sphere import uniform
 

@@ -204,7 +204,8 @@ def test_interrupt_and_resume_sigint_sigterm(tmp_path, tmp_path_factory):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text("sleep = 1.0\n")
     out = tmp_path / "run"
-    base = [*CLI, "run", TINY, "--config", str(cfg), "--out", str(out), "--no-progress"]
+    # a fixed thread count (the default, auto, gives serial runs every core): byte-equal to the reference
+    base = [*CLI, "run", TINY, "--config", str(cfg), "--out", str(out), "--no-progress", "--threads", "1"]
 
     code, _, err = _run_until_units([*base, "--executor", "serial"], out, signal.SIGINT, at_least=1)
     assert code == 130, err
@@ -230,6 +231,7 @@ def test_interrupt_and_resume_sigint_sigterm(tmp_path, tmp_path_factory):
     assert (out / "results.parquet").read_bytes() == ref
     manifest = json.loads((out / "manifest.json").read_text())
     assert [e["kind"] for e in manifest["executions"]] == ["serial", "local", "serial"]
+    assert all(e["threads"] == 1 and e["threads_requested"] == 1 for e in manifest["executions"])
     assert manifest["units_resumed"] >= len(first) + 1
 
 
@@ -305,7 +307,8 @@ def test_local_ray_listens_on_loopback_only(ray_local):
     [
         (["--executor", "dask"], "executor: must be one of serial, local, ray, got 'dask'"),
         (["--workers", "0"], "workers: must be an integer in [1, 4096], got '0'"),
-        (["--threads", "two"], "threads: must be an integer in [1, 4096], got 'two'"),
+        (["--threads", "two"], "threads: must be auto or an integer in [1, 4096], got 'two'"),
+        (["--threads", "0"], "threads: must be auto or an integer in [1, 4096], got '0'"),
         (["--ray-address", ""], "ray-address: must be a Ray address"),
         (["--executor", "local", "--ray-address", "10.0.0.1:6379"], "ray-address: only with --executor ray"),
     ],

@@ -8,6 +8,7 @@ injected are ones the exit law sees: the attention's inverse temperature off by 
 import pytest
 from injection import failed, run
 
+import tokensde.kernels as kernels_mod
 import tokensde.models.value_noise as vn_mod
 
 #: one dimension, away from beta_c(4) = 0.66; with 2000 pairs per cell the pooled z of a temperature off
@@ -34,7 +35,14 @@ def test_correct_model_passes():
 @pytest.mark.parametrize("factor", [1.15, 0.9])
 def test_wrong_temperature_fails(monkeypatch, factor):
     """The scores' inverse temperature off by a factor (a scaling forgotten or applied twice)."""
-    orig = vn_mod.pair_euler_step  # the fused two-token step that ValueNoise offers the engine
+    # the fused two-token step that ValueNoise offers the engine: its compiled kernel (CPU) and its torch form
+    kernel = kernels_mod.pair_levels
+    monkeypatch.setattr(
+        kernels_mod,
+        "pair_levels",
+        lambda states, acc, alive, beta, *rest: kernel(states, acc, alive, factor * beta, *rest),
+    )
+    orig = vn_mod.pair_euler_step
     monkeypatch.setattr(vn_mod, "pair_euler_step", lambda x, xi, beta, dt, s2: orig(x, xi, factor * beta, dt, s2))
     v = _verdict(SMALL)
     assert v["verdict"] == "FAIL" and any("exit law" in n for n in failed(v)), v

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tokensde.activations import make_activation
-from tokensde.models.mlp_noise import MLPNoise, torch_kernel
 from tokensde.engine import BrownianPath
+from tokensde.models.mlp_noise import MLPNoise, torch_kernel
 from tokensde.solvers import simulate
 from tokensde.sphere import gram, pair_with_overlap, uniform
 from tokensde.stats import bonferroni_z

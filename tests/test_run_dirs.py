@@ -76,7 +76,10 @@ def test_lost_manifest_is_not_resumed_into(tmp_path, cli):
     r = cli("run", TINY, "--config", cfg, "--out", out, "--executor", "serial", "--no-progress")
     one_error_line(r, 2, "out:", "unit files but no manifest.json", "--force")
     assert tree(out) == before
-    r = cli("run", TINY, "--config", cfg, "--out", out, "--executor", "serial", "--no-progress", "--force")
+    # --threads 1: the reference's thread count (the default, auto, gives a serial run every core)
+    r = cli(
+        "run", TINY, "--config", cfg, "--out", out, "--executor", "serial", "--no-progress", "--force", "--threads", "1"
+    )
     assert r.exit_code == 0, r.stderr
     assert r.stderr.count("was produced by another config") == 3, r.stderr
     assert (out / "results.parquet").read_bytes() == (ref / "results.parquet").read_bytes()

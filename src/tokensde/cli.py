@@ -211,11 +211,22 @@ def run(
         ),
     ] = None,
     workers: Annotated[
-        str | None, typer.Option("--workers", help="local: processes (default one per core); ray: tasks in flight")
+        str | None,
+        typer.Option(
+            "--workers",
+            help="local: processes (default one per core, at most the units to run); ray: tasks in flight"
+            " (default all)",
+        ),
     ] = None,
     threads: Annotated[
-        str, typer.Option("--threads", help="torch threads per unit, the same under every executor (default 1)")
-    ] = "1",
+        str,
+        typer.Option(
+            "--threads",
+            help="threads per unit (torch and kernels): auto (default: the cores shared among the units running"
+            " at once: serial all, local cores // workers, ray 1) or an integer; fix it for tables byte-identical"
+            " across executors, machines and resumes",
+        ),
+    ] = "auto",
     ray_address: Annotated[
         str | None,
         typer.Option("--ray-address", help="join this Ray cluster (implies --executor ray); default: a local instance"),
@@ -227,7 +238,8 @@ def run(
     """Run an experiment; re-running with the same --out resumes.
 
     Units run serially, in local processes or as Ray tasks (--executor); each unit runs
-    with --threads torch threads and its own derived seeds, so the results are bitwise the
+    with --threads threads (auto by default: the cores shared among the units running at
+    once) and its own derived seeds. With a fixed --threads N the results are bitwise the
     same whatever the executor, the number of workers and any interruption. SIGINT or
     SIGTERM stops cleanly (exit 130 / 143): finished units stay in --out and the same
     command resumes. --out must be new, empty or a run of the same experiment and config;
@@ -236,7 +248,7 @@ def run(
     """
     from .experiments.registry import available_experiments
     from .runtime import run_experiment
-    from .runtime.executors import EXECUTORS, ExecutorOptions, default_executor
+    from .runtime.executors import EXECUTORS, MAX_COUNT, ExecutorOptions, default_executor, parse_threads
 
     registry = available_experiments()
     if show_help:
@@ -255,17 +267,18 @@ def run(
     exp = registry[name]
     if executor is not None and executor not in EXECUTORS:
         fail(f"executor: must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    counts: dict[str, int | None] = {}
-    for opt, raw in (("workers", workers), ("threads", threads)):
-        if raw is None:
-            counts[opt] = None
-            continue
+    n_workers: int | None = None
+    if workers is not None:
         try:
-            counts[opt] = int(raw)
+            n_workers = int(workers)
         except ValueError:
-            counts[opt] = 0
-        if not 1 <= counts[opt] <= 4096:  # type: ignore[operator]
-            fail(f"{opt}: must be an integer in [1, 4096], got {raw!r}")
+            n_workers = 0
+        if not 1 <= n_workers <= MAX_COUNT:
+            fail(f"workers: must be an integer in [1, {MAX_COUNT}], got {workers!r}")
+    try:
+        n_threads = parse_threads(threads)
+    except ValueError as e:
+        fail(str(e))
     if ray_address is not None:
         if not ray_address.strip():
             fail("ray-address: must be a Ray address such as HOST:6379 or ray://HOST:10001, got ''")
@@ -282,8 +295,8 @@ def run(
     out_dir = out_path(out, Path("runs") / name)
     options = ExecutorOptions(
         kind=executor or default_executor(dev, units=len(exp.plan(cfg))),
-        workers=counts["workers"],
-        threads=counts["threads"],
+        workers=n_workers,
+        threads=n_threads,
         ray_address=ray_address,
     )
     t0 = time.time()

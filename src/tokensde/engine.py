@@ -557,7 +557,11 @@ def _integrate_chunk(
         union = None if everyone_alive else torch.unique(torch.cat(list(alive.values())))
         if joint is not None:
             # the whole slab in calls of the joint step, cut where a hook reads the states
-            cuts = [k for k in ends if (hooks.observe is not None and observe_at(k - 1)) or (save_every and k % save_every == 0)]
+            cuts = [
+                k
+                for k in ends
+                if (hooks.observe is not None and observe_at(k - 1)) or (save_every and k % save_every == 0)
+            ]
             if not cuts or cuts[-1] != ends[-1]:
                 cuts.append(ends[-1])
             a = k0

@@ -22,7 +22,9 @@ words ``(w_0, w_1)`` give normals ``4j, 4j+1`` and ``(w_2, w_3)`` give
 .. math::
 
     u = (w_0 + 1)\,2^{-32} \in (0, 1], \quad r = \sqrt{-2 \ln u}, \quad
-    \theta = \tfrac{\pi}{2}\big(q + f - \tfrac12\big),\ q = \lfloor w_1 / 2^{30} \rfloor,\ f = \frac{(w_1 \bmod 2^{30}) + 1/2}{2^{30}},
+    \theta = \tfrac{\pi}{2}\big(q + f - \tfrac12\big),
+
+    q = \lfloor w_1 / 2^{30} \rfloor, \quad f = \big((w_1 \bmod 2^{30}) + \tfrac12\big)\, 2^{-30},
 
     z = (r\cos\theta,\ r\sin\theta),
 
@@ -44,7 +46,7 @@ import numpy as np
 import torch
 from numba import njit
 
-__all__ = ["TILE", "normals_into", "pair_levels", "set_threads"]
+__all__ = ["TILE", "normals_into", "pair_levels"]
 
 TILE = 64
 """Systems per tile: the vectorised inner loops run over a tile's systems."""
@@ -60,12 +62,7 @@ _LOW30 = np.uint64(0x3FFFFFFF)
 _ONE = np.uint64(1)
 _TWO = np.uint64(2)
 
-_OPTS = {"cache": True, "error_model": "numpy", "nogil": True}
-
-
-def set_threads(n: int) -> None:
-    """Kept for symmetry with torch: the kernels use torch's thread count (:func:`torch.get_num_threads`)."""
-    torch.set_num_threads(max(1, int(n)))
+_jit = njit(cache=True, error_model="numpy", nogil=True)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -84,6 +81,8 @@ def _run_tiles(fn: Callable[..., None], size: int, *args: Any) -> None:
         fn(*args, 0, tiles)
         return
     if _POOL is None or _POOL_SIZE < parts:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False)
         _POOL = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="tokensde-kernel")
         _POOL_SIZE = parts
     bounds = [tiles * k // parts for k in range(parts + 1)]
@@ -129,7 +128,7 @@ def pair_levels(
     )  # fmt: skip
 
 
-@njit(**_OPTS)
+@_jit
 def _philox(c0, c1, c2, c3, k0, k1, n):  # type: ignore[no-untyped-def]
     """Philox4x32-10 in place on ``n`` lanes of counters ``c0..c3`` (uint64 arrays holding 32-bit words)."""
     for lane in range(n):
@@ -144,7 +143,7 @@ def _philox(c0, c1, c2, c3, k0, k1, n):  # type: ignore[no-untyped-def]
         c0[lane], c1[lane], c2[lane], c3[lane] = a0, a1, a2, a3
 
 
-@njit(**_OPTS)
+@_jit
 def _box_muller(wr, wa, ub, z0, z1, n):  # type: ignore[no-untyped-def]
     """Two normals per lane from the words ``wr`` (radius) and ``wa`` (angle); ``ub`` is scratch."""
     ib = ub.view(np.int64)
@@ -188,7 +187,7 @@ def _box_muller(wr, wa, ub, z0, z1, n):  # type: ignore[no-untyped-def]
         z1[lane] = -rb if q >= _TWO else rb
 
 
-@njit(**_OPTS)
+@_jit
 def _draw(xi, groups, step, lo, n, key0, key1, index, c0, c1, c2, c3, k0, k1, ub, z0, z1):  # type: ignore[no-untyped-def]
     """The ``4 groups`` normals of step ``step`` for lanes ``lo .. lo + n`` into ``xi`` ``(4 groups, TILE)``."""
     for j in range(groups):
@@ -211,7 +210,7 @@ def _draw(xi, groups, step, lo, n, key0, key1, index, c0, c1, c2, c3, k0, k1, ub
             xi[4 * j + 3, lane] = z1[lane]
 
 
-@njit(**_OPTS)
+@_jit
 def _normals_tiles(out, key0, key1, index, step0, first, last):  # type: ignore[no-untyped-def]
     """``out[s, b, c]`` (float64 ``(S, B, m)``): normal ``c`` of step ``step0 + s`` of system ``index[b]``
     with key ``(key0[b], key1[b])`` (int64 arrays of 32-bit words and of indices)."""
@@ -220,7 +219,12 @@ def _normals_tiles(out, key0, key1, index, step0, first, last):  # type: ignore[
     for t in range(first, last):
         lo = t * TILE
         n = min(TILE, size - lo)
-        c0, c1, c2, c3 = np.empty(TILE, np.uint64), np.empty(TILE, np.uint64), np.empty(TILE, np.uint64), np.empty(TILE, np.uint64)
+        c0, c1, c2, c3 = (
+            np.empty(TILE, np.uint64),
+            np.empty(TILE, np.uint64),
+            np.empty(TILE, np.uint64),
+            np.empty(TILE, np.uint64),
+        )
         k0, k1 = np.empty(TILE, np.uint64), np.empty(TILE, np.uint64)
         ub, z0, z1 = np.empty(TILE), np.empty(TILE), np.empty(TILE)
         xi = np.empty((4 * groups, TILE))
@@ -231,7 +235,7 @@ def _normals_tiles(out, key0, key1, index, step0, first, last):  # type: ignore[
                     out[s, lo + lane, c] = xi[c, lane]
 
 
-@njit(**_OPTS)
+@_jit
 def _pair_step(x, z, beta, lo, n, h, sigma2, d, w, single):  # type: ignore[no-untyped-def]
     """One fused two-token Euler step (the closed forms of ``pair_euler_step``) on the lanes of one tile.
 
@@ -298,8 +302,10 @@ def _pair_step(x, z, beta, lo, n, h, sigma2, d, w, single):  # type: ignore[no-u
                 x[1, c, lane] = x[1, c, lane] / sm[lane]
 
 
-@njit(**_OPTS)
-def _pair_levels_tiles(states, acc, alive, beta, key0, key1, index, ratios, step0, steps, dt, sigma2, single, first, last):  # type: ignore[no-untyped-def]
+@_jit
+def _pair_levels_tiles(
+    states, acc, alive, beta, key0, key1, index, ratios, step0, steps, dt, sigma2, single, first, last
+):  # type: ignore[no-untyped-def]
     """``steps`` fine steps from ``step0`` of coupled fused two-token Euler runs, normals drawn in place.
 
     ``states`` float64 ``(R, B, 2, d)``, updated in place: run ``l`` takes a step ``ratios[l] dt`` every
@@ -312,7 +318,12 @@ def _pair_levels_tiles(states, acc, alive, beta, key0, key1, index, ratios, step
     for t in range(first, last):
         lo = t * TILE
         n = min(TILE, size - lo)
-        c0, c1, c2, c3 = np.empty(TILE, np.uint64), np.empty(TILE, np.uint64), np.empty(TILE, np.uint64), np.empty(TILE, np.uint64)
+        c0, c1, c2, c3 = (
+            np.empty(TILE, np.uint64),
+            np.empty(TILE, np.uint64),
+            np.empty(TILE, np.uint64),
+            np.empty(TILE, np.uint64),
+        )
         k0, k1 = np.empty(TILE, np.uint64), np.empty(TILE, np.uint64)
         ub, z0, z1 = np.empty(TILE), np.empty(TILE), np.empty(TILE)
         w = np.empty((8, TILE))

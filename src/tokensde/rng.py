@@ -6,7 +6,8 @@ The normals that drive a system are not drawn from a serial generator: normal
 
 .. math::
 
-    (w_0, w_1, w_2, w_3) = \mathrm{Philox4x32\text{-}10}_{\kappa}\big(\lfloor c/4 \rfloor,\ k,\ i \bmod 2^{32},\ \lfloor i / 2^{32} \rfloor\big),
+    (w_0, w_1, w_2, w_3) = \mathrm{Philox4x32\text{-}10}_{\kappa}
+        \big(\lfloor c/4 \rfloor,\ k,\ i \bmod 2^{32},\ \lfloor i / 2^{32} \rfloor\big),
 
     \xi_{4j}, \xi_{4j+1} = \mathrm{BM}(w_0, w_1), \qquad \xi_{4j+2}, \xi_{4j+3} = \mathrm{BM}(w_2, w_3),
 

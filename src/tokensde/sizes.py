@@ -47,12 +47,13 @@ def uniform_bytes(count: int, d: int, item: int, draw_item: int = 8) -> int:
     return count * d * (2 * draw_item + (item if item != draw_item else 0)) + count * draw_item
 
 
-def stream_bytes(systems: int, shape: Iterable[int], item: int, copies: int = 1) -> int:
-    """The engine's normals of ``systems`` for one slab: computed in float64 ``(SLAB, systems, *shape)`` and cast
-    to ``item`` bytes, the per-system keys and indices (three int64), and ``copies`` draws of one step held
-    beside them."""
+def stream_bytes(systems: int, shape: Iterable[int], item: int, copies: int = 1, steps: int | None = None) -> int:
+    """The engine's normals of ``systems`` for one slab of ``min(steps, SLAB)`` steps (default ``SLAB``):
+    computed in float64 ``(slab, systems, *shape)`` and cast to ``item`` bytes, the per-system keys and
+    indices (three int64), and ``copies`` draws of one step held beside them."""
     per = math.prod(int(s) for s in shape)
-    return systems * (_slab() * per * (8 + item) + copies * per * item) + 24 * systems
+    slab = _slab() if steps is None else max(1, min(int(steps), _slab()))
+    return systems * (slab * per * (8 + item) + copies * per * item) + 24 * systems
 
 
 def attention_bytes(systems: int, n: int, d: int, item: int, device: str, heads: int = 1) -> int:

@@ -421,15 +421,15 @@ def simulate(
 
     A convenience over :func:`tokensde.engine.integrate`.
     The path is ``BrownianPath.for_model(model, x0, seed, key)``: each system's
-    noise depends only on ``(seed, key, its index)``, so the result does not
-    depend on ``chunk`` (systems per pass, a multiple of 256). ``record_every``
+    noise depends only on ``(seed, key, its index, the step)``, so the result does not
+    depend on ``chunk`` (systems per pass). ``record_every``
     keeps the states every that many steps (``Solution.xs`` at ``Solution.t``);
     ``on_step(k)`` is called after every step (progress bars). Two-token model-A
-    systems take the model's fused step; ``compile=True`` runs it as
-    :func:`torch.compile`-d calls of up to 16 steps (about a minute to compile
-    the first time for a new ``d`` or chunk size, cached on disk afterwards;
-    then a step costs about a sixth of the eager one). The numbers are those of
-    the eager path up to floating-point rounding.
+    systems take the model's fused step: on the CPU its compiled kernel
+    (:func:`tokensde.kernels.pair_levels`, normals drawn in place); elsewhere the
+    torch form, which ``compile=True`` runs as :func:`torch.compile`-d calls of
+    up to 16 steps (about a minute to compile the first time for a new ``d``).
+    The numbers of all routes agree up to floating-point rounding.
 
     Returns
     -------

@@ -1,9 +1,10 @@
-"""Threads of the numerical kernels: torch's intra-op threads and the compiled CPU kernels' threads, set together.
+"""Threads of the numerical work: torch's intra-op thread count, which the compiled CPU kernels follow.
 
-The compiled kernels (:mod:`tokensde.kernels`) parallelise over systems, and every
-system's arithmetic is the same whatever the number of threads, so their results
-do not depend on it; torch's own reductions may (at the last bit) for tensors
-large enough to be split across threads.
+The compiled kernels (:mod:`tokensde.kernels`) split their systems over
+``torch.get_num_threads()`` threads, and every system's arithmetic is the same
+whatever the number of threads, so their results do not depend on it; torch's
+own reductions may (at the last bit) for tensors large enough to be split
+across threads.
 
 Examples
 --------
@@ -38,7 +39,7 @@ def get_threads() -> int:
 
 
 def set_threads(n: int) -> None:
-    """Use ``n`` threads in torch and in the compiled kernels (capped at the kernels' pool size for those).
+    """Use ``n`` threads in torch and so in the compiled kernels.
 
     Raises
     ------
@@ -48,6 +49,3 @@ def set_threads(n: int) -> None:
     if int(n) < 1:
         raise ValueError(f"threads: must be a positive integer, got {n}")
     torch.set_num_threads(int(n))
-    from . import kernels
-
-    kernels.set_threads(int(n))

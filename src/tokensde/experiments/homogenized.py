@@ -303,7 +303,7 @@ class Homogenized(Experiment):
         steps, every = self._record(cfg, tau)
         rec = steps // every + 1
         bnd = bsz * n * d * item
-        stream = stream_bytes(bsz, model.noise_shape(n, d), item, copies=4)
+        stream = stream_bytes(bsz, model.noise_shape(n, d), item, copies=4, steps=steps)
         step = _limit_step_numbers(bsz, n, d, cfg.samples, law.shared_attention(d)) * item
         sim = 3 * bnd + 2 * rec * bnd + stream + step
         end = bnd + 4 * rec * bnd

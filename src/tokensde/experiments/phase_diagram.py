@@ -421,19 +421,26 @@ class PhaseDiagram(Experiment):
         return float(sum(cell_steps(cfg, unit["d"], b)[0] for b in unit["beta"]) * cfg.runs)
 
     def unit_memory(self, cfg: PhaseDiagramConfig, unit: dict[str, Any], device: str) -> int:
-        """:func:`simulate_pairs` on ``len(beta) * runs`` pairs at the three levels ``dt, 2 dt, 4 dt``, with ``S``
-        the bytes of one state of all of them: the initial pairs (list and concatenation), the two coarse states
-        (4 S); the noise stream's ``SLAB``-step buffer (16 S); once pairs have frozen or finished, the slab
-        gathered for the alive pairs of each level (3 x 16 S) and their working sets (3 S); one fused step on all
-        of them (about 12 S and some 48 per-pair scalars: measured 16 S at ``d = 3``); per pair the results,
-        ``beta``, ``horizon``, the alive indices and the stream's block index. Upper: assumes some pairs have
-        left (about 2.5 times the peak when none has)."""
+        """:func:`simulate_pairs` on ``len(beta) * runs`` pairs at the three levels ``dt, 2 dt, 4 dt``, with ``e``
+        the numbers of one state of all of them (``pairs * 2 d``) and ``S`` its bytes.
+
+        On the CPU (the compiled joint step): the three states (3 S), the coarse runs' sums of normals in
+        float64 (24 e), and per slab the states stacked and widened to float64 (3 S + 24 e), the sums of the
+        alive pairs (24 e) and one state written back (S): ``7 S + 72 e``. Elsewhere (the torch step): the
+        initial pairs, the two coarse states (4 S), the slab of normals (16 S, drawn in float64 and cast: 48 S
+        in all), once pairs have frozen the slab gathered per level (3 x 16 S), their working sets (3 S) and
+        one fused step on all of them (about 12 S): ``87 S`` (an upper bound). Per pair in both: the results,
+        ``beta``, ``horizon``, the alive indices, the keys and indices of its normals."""
         from ..sizes import itemsize
 
         item = itemsize(cfg.dtype)
         pairs = len(unit["beta"]) * cfg.runs
-        state = pairs * 2 * int(unit["d"]) * item
-        return int(87 * state + pairs * (48 * item + 116))
+        numbers = pairs * 2 * int(unit["d"])
+        state = numbers * item
+        per_pair = pairs * (48 * item + 140)
+        if device == "cpu":
+            return int(7 * state + 72 * numbers + per_pair)
+        return int(87 * state + 16 * 8 * numbers + per_pair)
 
     def run_unit(
         self, cfg: PhaseDiagramConfig, unit: dict[str, Any], device: str, progress: Progress | None = None

@@ -269,7 +269,9 @@ class FusedPairStep:
             beta = beta[systems.to(beta.device)]
         b = beta.to(device="cpu", dtype=torch.float64).contiguous().numpy()
         single = self.beta.dtype == torch.float32
-        pair_levels(states, acc, alive, b, *keys, np.asarray(ratios, dtype=np.int64), step0, steps, dt, self.sigma2, single)
+        pair_levels(
+            states, acc, alive, b, *keys, np.asarray(ratios, dtype=np.int64), step0, steps, dt, self.sigma2, single
+        )
 
     def rows(self, lo: int, hi: int) -> FusedPairStep:
         """The step for the pairs ``lo..hi`` of its batch (the engine's cache-sized chunks)."""
@@ -488,7 +490,8 @@ class ValueNoise(Model):
             b = beta.to(x).reshape(-1, 1)
         else:
             b = torch.full((x.shape[0], 1), float(beta), dtype=x.dtype, device=x.device)
-        return FusedPairStep(b, float(self.sigma) ** 2, x.shape[-1], compile)
+        # on the CPU the compiled kernel (levels) is the fast route: no torch.compile-d slab there
+        return FusedPairStep(b, float(self.sigma) ** 2, x.shape[-1], compile and x.device.type != "cpu")
 
     def select(self, idx: Tensor, total: int) -> ValueNoise:
         """The model for the systems ``idx`` of ``total`` (a per-system ``beta`` is indexed)."""

@@ -100,8 +100,11 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run every unit not already finished in ``out``, then summarise; returns the verdict.
 
-    ``executor`` defaults to serial execution with this process's current torch thread
-    count per unit. Before anything is written, ``out`` is checked (see
+    ``executor`` defaults to serial execution with this process's current thread count per
+    unit. Its ``workers`` and ``threads`` (``"auto"``: :func:`~tokensde.runtime.executors.auto_threads`)
+    are fixed once, for the units that still have to run (not those a resumed run already has), and
+    recorded in the manifest (``execution``: resolved ``workers`` and ``threads``, and
+    ``threads_requested``). Before anything is written, ``out`` is checked (see
     :class:`~tokensde.runtime.store.RunStore`; ``force`` writes into a non-empty directory
     that is not a run) and the run's memory estimate is compared with what the device
     has free (:mod:`tokensde.runtime.memory`); both raise
@@ -110,7 +113,7 @@ def run_experiment(
     """
     from .memory import check_fits, estimate_run
 
-    options = (executor or ExecutorOptions()).resolved()
+    options = executor or ExecutorOptions()
     store = RunStore(out)
     config = cfg.model_dump(mode="json")
     store.inspect(exp.name, config, force)
@@ -119,7 +122,7 @@ def run_experiment(
     workers = estimate_workers(options, device, len(units))
     need = estimate_run(exp, cfg, units, device, workers)
     check_fits(need["bytes"], device, need["what"], need["hint"])
-    with store.session(exp.name, config, device, execution=options.record(), force=force) as manifest:
+    with store.session(exp.name, config, device, force=force) as manifest:
         return _run(exp, cfg, units, store, manifest, device, show_progress, options, warn, force)
 
 
@@ -127,7 +130,7 @@ def estimate_workers(options: ExecutorOptions, device: str, units: int) -> int:
     """How many units run at once on this machine under ``options`` (Ray tasks on a cluster count as one)."""
     from .executors import cpu_count, local_workers
 
-    if options.kind == "local":
+    if options.kind == "local":  # as resolved for all the units: at least the workers of a resumed run
         return local_workers(options, device, units)
     if options.kind == "ray" and options.ray_address is None:
         return max(1, min(options.workers or cpu_count(), units))
@@ -160,6 +163,9 @@ def _run(
             todo.append(u)
         else:
             results[u["id"]] = got
+    # threads and workers fixed once, for the units that will run; recorded before any of them runs
+    options = options.resolved(len(todo), device)
+    store.record_execution(manifest, options.record())
     columns = [
         TextColumn("{task.description}"),
         BarColumn(),
@@ -172,18 +178,28 @@ def _run(
         with signals.installed():
             with Progress(*columns, disable=not show_progress, transient=False) as bar:
                 total = bar.add_task(
-                    f"{exp.name} ({options.kind})",
+                    f"{exp.name} ({options.kind}, {options.threads} thread{'' if options.threads == 1 else 's'})",
                     total=sum(costs.values()),
                     completed=int(sum(costs.values()) - sum(costs[u["id"]] for u in todo)),
                 )
                 tasks: dict[str, TaskID] = {}
+                shown: dict[str, float] = {}  # progress shown per unit, at most its cost
+                delivered: set[str] = set()
 
                 def progress(u: dict[str, Any]) -> Callable[[float], None]:
-                    task = tasks.setdefault(u["id"], bar.add_task(f"  {u['id']}", total=costs[u["id"]]))
+                    uid = u["id"]
+                    if uid not in tasks:  # asked again when a local worker died and the unit is rerun
+                        tasks[uid] = bar.add_task(f"  {uid}", total=costs[uid])
+                        shown[uid] = 0.0
+                    task = tasks[uid]
 
                     def tick(active: float) -> None:
-                        bar.advance(task, active)
-                        bar.advance(total, active)
+                        step = min(float(active), costs[uid] - shown[uid])
+                        if uid in delivered or step <= 0:
+                            return  # a late message, or past the unit's cost (a rerun adds to its first try)
+                        shown[uid] += step
+                        bar.advance(task, step)
+                        bar.advance(total, step)
 
                     return tick
 
@@ -194,10 +210,11 @@ def _run(
                     for u, rows in ex.run(order, progress):
                         with signals.deferred():
                             results[u["id"]] = store.save_unit(u["id"], rows, origin[u["id"]])
-                        if u["id"] in tasks:
-                            bar.update(tasks[u["id"]], completed=costs[u["id"]])
-                        else:
-                            bar.advance(total, costs[u["id"]])
+                        uid = u["id"]
+                        delivered.add(uid)
+                        if uid in tasks:
+                            bar.update(tasks[uid], completed=costs[uid])
+                        bar.advance(total, costs[uid] - shown.get(uid, 0.0))
             # rows in plan order, whatever the order of completion
             rows = [r for u in units for r in results[u["id"]]]
             table = exp.summarize(cfg, rows)

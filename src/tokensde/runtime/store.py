@@ -379,10 +379,9 @@ class RunStore:
     ) -> dict[str, Any]:
         """Write the manifest of a new run, or update that of the run being resumed (checked by :meth:`inspect`).
 
-        ``execution`` (executor, workers, threads per unit, Ray address) is recorded as
-        ``manifest["execution"]`` and appended to ``manifest["executions"]`` (one entry per
-        start or resume); it never makes a resume refused. Call it with the lock held
-        (:meth:`session` does).
+        ``execution``, when given, is recorded by :meth:`record_execution` (the runner records it
+        later, once it knows the units to run); it never makes a resume refused. Call it with the
+        lock held (:meth:`session` does).
         """
         config = _plain_json(config)
         old = self.inspect(experiment, config, force)
@@ -401,12 +400,19 @@ class RunStore:
         manifest.update(extra or {})
         manifest["environment"] = environment(device)
         if execution is not None:
-            manifest["execution"] = execution
-            manifest["executions"] = manifest.get("executions", []) + [
-                {**execution, "at": datetime.now(UTC).isoformat()}
-            ]
+            self.record_execution(manifest, execution, write=False)
         self.write_json("manifest.json", manifest)
         return manifest
+
+    def record_execution(self, manifest: dict[str, Any], execution: dict[str, Any], write: bool = True) -> None:
+        """Record ``execution`` (executor, workers, threads per unit as resolved, threads requested, Ray
+        address) as ``manifest["execution"]`` and append it to ``manifest["executions"]`` (one entry per start
+        or resume); write the manifest unless ``write`` is false. The runner calls it once it knows which
+        units will run (the threads of ``"auto"`` depend on them), with the lock held."""
+        manifest["execution"] = execution
+        manifest["executions"] = manifest.get("executions", []) + [{**execution, "at": datetime.now(UTC).isoformat()}]
+        if write:
+            self.write_json("manifest.json", manifest)
 
     def unit_path(self, unit_id: str) -> Path:
         return self.units / f"{unit_id}.json"
