@@ -240,3 +240,14 @@ def test_pair_kernel_split_calls_threads_and_float32():
     single = run([0, 7, 16], 1, single=True)
     assert torch.equal(single, single.float().double())
     assert (single - whole).abs().max() < 1e-5
+
+
+def test_kernel_tanh_against_libm():
+    """The pair step's vectorised tanh: relative error below 2e-15 from 1e-300 to beyond saturation, odd."""
+    y = np.concatenate([np.logspace(-300, 1.7, 100_000), [0.0, 0.0999999999, 0.1, 0.10029516712842032, 20.0, 1e300]])
+    y = np.concatenate([y, -y])
+    out = np.empty_like(y)
+    kernels._tanh(y, out, len(y))
+    ref = np.tanh(y)
+    assert np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1e-308)) < 2e-15
+    assert np.array_equal(out[: len(y) // 2], -out[len(y) // 2 :])

@@ -235,6 +235,42 @@ def _normals_tiles(out, key0, key1, index, step0, first, last):  # type: ignore[
                     out[s, lo + lane, c] = xi[c, lane]
 
 
+_POW2 = np.array([2.0**k for k in range(64)])
+
+
+@_jit
+def _tanh(y, out, n):  # type: ignore[no-untyped-def]
+    """``out[l] = tanh(y[l])`` by polynomials, vectorised over the lanes (``out`` may be ``y``).
+
+    ``|y| < 0.1``: the Taylor series to ``y^15`` (relative error below ``1e-17``, so ``tanh`` keeps its
+    relative accuracy as ``y -> 0``); otherwise ``1 - 2 / (exp(2|y|) + 1)`` with ``exp`` by Cody–Waite
+    reduction ``2|y| = k ln 2 + r`` and Taylor in ``r`` to degree 13 (``2|y|`` capped at 40, where
+    ``tanh = 1`` in float64). Relative error below ``2e-15`` (tested against libm).
+    """
+    for lane in range(n):
+        v = y[lane]
+        a = abs(v)
+        z = min(2.0 * a, 40.0)
+        k = np.floor(z * 1.4426950408889634 + 0.5)
+        r = (z - k * 0.6931467056274414) - k * 4.7493250390316726e-07
+        p = (
+            ((((((((((((1.6059043836821613e-10 * r + 2.08767569878681e-09) * r + 2.505210838544172e-08) * r
+            + 2.755731922398589e-07) * r + 2.7557319223985893e-06) * r + 2.48015873015873e-05) * r
+            + 0.0001984126984126984) * r + 0.001388888888888889) * r + 0.008333333333333333) * r
+            + 0.041666666666666664) * r + 0.16666666666666666) * r + 0.5) * r + 1.0) * r + 1.0
+        )  # fmt: skip
+        e = p * _POW2[int(k)]
+        big = 1.0 - 2.0 / (e + 1.0)
+        s2 = a * a
+        small = a * (
+            ((((((-0.0014558343870513183 * s2 + 0.003592128036572481) * s2 + -0.008863235529902197) * s2
+            + 0.021869488536155203) * s2 + -0.05396825396825397) * s2 + 0.13333333333333333) * s2
+            + -0.3333333333333333) * s2 + 1.0
+        )  # fmt: skip
+        t = small if a < 0.1 else big
+        out[lane] = -t if v < 0.0 else t
+
+
 @_jit
 def _pair_step(x, z, beta, lo, n, h, sigma2, d, w, single):  # type: ignore[no-untyped-def]
     """One fused two-token Euler step (the closed forms of ``pair_euler_step``) on the lanes of one tile.
@@ -253,7 +289,8 @@ def _pair_step(x, z, beta, lo, n, h, sigma2, d, w, single):  # type: ignore[no-u
             sp[lane] += (a + b) * (a + b)
             sm[lane] += (a - b) * (a - b)
     for lane in range(n):
-        a22[lane] = math.tanh(0.25 * beta[lo + lane] * sm[lane])  # t = p - q = tanh(beta (1 - rho) / 2)
+        a22[lane] = 0.25 * beta[lo + lane] * sm[lane]
+    _tanh(a22, a22, n)  # t = p - q = tanh(beta (1 - rho) / 2)
     sq = math.sqrt(h * sigma2)
     rate = 0.5 * (d - 1) * h * sigma2
     for lane in range(n):
