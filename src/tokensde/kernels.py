@@ -403,3 +403,24 @@ def _pair_levels_tiles(
                     for tok in range(2):
                         for c in range(d):
                             states[r, lo + lane, tok, c] = x[r, tok, c, lane]
+
+
+def warm() -> float:
+    """Compile every kernel (or load it from numba's cache) on a tiny input; returns the seconds it took."""
+    import time
+
+    t0 = time.perf_counter()
+    size = 2
+    key, idx = np.zeros(size, np.int64), np.arange(size, dtype=np.int64)
+    normals_into(np.empty((1, size, 4)), key, key, idx, 0)
+    states = np.zeros((1, size, 2, 2))
+    states[..., 0] = 1.0
+    pair_levels(
+        states, np.zeros((1, size, 4)), np.ones((1, size), bool), np.ones(size), key, key, idx,
+        np.ones(1, np.int64), 0, 1, 0.01, 1.0,
+    )  # fmt: skip
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":  # `python -m tokensde.kernels`: compile once (scripts/setup.sh does it)
+    print(f"tokensde kernels ready in {warm():.1f} s")
