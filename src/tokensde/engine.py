@@ -26,9 +26,12 @@ a step function, optionally with a ``slab`` method (several steps at once) and a
 ``chunk`` size and a ``rows(lo, hi)`` method (the step is elementwise per
 system, so it may be run on cache-sized chunks of systems).
 
-Reproducibility: the normals of a system depend only on ``(seed, key, its
-index)`` (:class:`~tokensde.noise.NoiseStream`), so results do not depend on how
-the systems are chunked, on which systems retire, nor on other runs.
+Reproducibility: the normals are counter-based (:mod:`tokensde.rng`): normal
+``c`` of step ``k`` of a system is a function of ``(seed, key, its index, k, c)``
+alone, computed where it is needed (by the compiled kernel on the CPU, inside
+the fused two-token step; by torch operations on other devices, with the same
+bits), so results do not depend on how the systems are chunked, on threads, on
+which systems retire, nor on other runs.
 """
 
 from __future__ import annotations
@@ -266,12 +269,12 @@ class Hooks:
     Parameters
     ----------
     retire : callable ``(k, states, alive) -> alive``, optional
-        At every slab start ``k`` (a multiple of the stream's slab, 16 steps):
+        At every slab start ``k`` (a multiple of the slab, 16 steps):
         ``states[name]`` the full ``(B, n, d)`` states, ``alive[name]`` the
         indices of the systems still stepped; returns the new index sets
-        (subsets). Retired systems keep their last state; the path stops
-        drawing for blocks whose systems all retired (other systems' numbers
-        are unchanged).
+        (subsets). Retired systems keep their last state; their normals are
+        no longer computed once no run steps them (other systems' numbers are
+        unchanged).
     observe : callable ``(k, states) -> None``, optional
         After fine step ``k`` (0-based) when ``observe_at(k)`` is true (every step
         if ``observe_at`` is ``None``), with the full states; may modify them in

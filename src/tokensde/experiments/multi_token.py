@@ -17,7 +17,7 @@ tokens on ``S^{d-1}`` follow two conditions from the *same* initial tokens:
   largest freeze time ``t_frozen_max``.
 
 A cell's initial tokens and noise depend only on ``(seed, n, d, beta)``; the
-replicate is the system index within the cell's :class:`~tokensde.noise.NoiseStream`,
+replicate is the system index within the cell's path (:class:`~tokensde.engine.BrownianPath`),
 so a cell gives the same rows whatever other cells run, and in whatever order.
 Time step ``dt = step / (d - 1)`` (a token's squared displacement per step is
 ``~ (d - 1) dt``), horizon ``T`` (an even number of steps); float32 by default
@@ -208,10 +208,10 @@ def run_systems(
 
     ``sigma`` is the noise scale, ``attention_drift`` selects ``Vbar = I``
     (else ``0``). The noise of system ``b`` depends only on ``(seed, key, b)``
-    (a :class:`NoiseStream`; none is drawn when ``sigma = 0``). Systems whose
-    spread ``max_i (1 - <x_i, x_0>)`` is below ``collapse_tol`` are frozen
-    (checked every 16 steps); their noise blocks stop being drawn once all their
-    systems have left, which does not change the other systems' numbers.
+    (counter-based normals, :mod:`tokensde.rng`; none is drawn when ``sigma = 0``).
+    Systems whose spread ``max_i (1 - <x_i, x_0>)`` is below ``collapse_tol`` are
+    frozen (checked every 16 steps); their normals stop being computed, which does
+    not change the other systems' numbers.
     ``progress(active)`` is called every step (of size ``coarsen * dt``) with the number of systems simulated.
     Returns ``(x at steps // 2, x at steps, freeze time)`` (``inf`` for systems never frozen).
 

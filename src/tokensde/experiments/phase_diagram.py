@@ -207,7 +207,7 @@ def simulate_pairs(
 
     Collapsed pairs are frozen: every ``SLAB`` steps, pairs with
     ``(1 - rho) = |x_1 - x_2|^2 / 2 < collapse_tol`` leave the batch (their
-    noise blocks stop being drawn once all their pairs have left). By the scale
+    normals are no longer computed once no level steps them). By the scale
     function near ``rho = 1`` (``s' ~ (1 - r)^{(d-3)/2}``), a pair at gap
     ``delta`` ever reaches gap ``eps`` with probability ``~ (delta/eps)^{(d-1)/2}``,
     ``<= 1e-6`` for ``d >= 3``, ``delta = 1e-8``, ``eps = 1e-2``: far below the

@@ -88,8 +88,8 @@ SDE system per input sequence), with three matched quantities:
 
 The noise is one ``d x d`` Brownian increment (or its exact ``n x d`` kernel
 factorisation, model A's ``auto`` route) per system per sub-step, shared by the
-system's tokens, drawn from a :class:`tokensde.noise.NoiseStream` seeded from
-``(seed, key)``. The SDE runs in float64 on the device of the network's states.
+system's tokens, the counter-based normals of a :class:`tokensde.engine.BrownianPath`
+keyed by ``(seed, key)``. The SDE runs in float64 on the device of the network's states.
 
 What this does not match, on purpose or not: (i) one network is *one* draw of the
 weights shared by all its input sequences (quenched), while every SDE system has
