@@ -1,8 +1,9 @@
 """Large-n section: model A at n = 4096, 65536 (CPU) and 100000 (GPU), one fresh child process per configuration.
 
 The parent (``run.py``) calls :func:`run_large`, which starts this file as a script for every
-configuration. The child integrates one untimed warm-up step, then ``steps`` timed steps (each timed
-alone, the device synchronised), optionally computes ``tokensde.metrics.summary`` of the final state
+configuration. The child integrates one untimed warm-up step, then ``steps + 1`` steps in one integration
+with an observe hook after each (the engine then takes them one at a time; each interval timed with the device
+synchronised; the first, which also holds the engine's one-off check of the model, is dropped), optionally computes ``tokensde.metrics.summary`` of the final state
 (blocked, no ``n x n`` matrix), and prints one JSON line: seconds per step, the process's peak resident
 memory (``VmHWM``, its own address space: the peak belongs to this configuration only: imports, simulation and metrics)
 and, on CUDA, ``torch.cuda.max_memory_allocated`` of the timed steps and of the whole process.
@@ -49,6 +50,7 @@ def child(argv: list[str] | None = None) -> int:
     from tokensde import metrics
     from tokensde.models.value_noise import ValueNoise
     from tokensde.runtime.memory import peak_rss_bytes
+    from tokensde.engine import BrownianPath, Hooks, integrate
     from tokensde.solvers import simulate
     from tokensde.sphere import uniform
 
@@ -70,14 +72,19 @@ def child(argv: list[str] | None = None) -> int:
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+    # an observe hook after every step: the engine then takes the steps one at a time and calls it in between
+    # (a progress callback would not do: within a slab the steps run back to back and progress follows them)
     marks = [time.perf_counter()]
 
-    def tick(_k: int) -> None:
+    def tick(_k: int, _states: Any) -> None:
         sync()
         marks.append(time.perf_counter())
 
-    x = simulate(model, x, args.dt, args.steps, seed=args.seed, key=("large-n",), on_step=tick).x
-    per_step = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    # one step more than timed: the first interval also holds the engine's one-off check of the model's
+    # contract (an evaluation of the coefficients), so it is dropped
+    path = BrownianPath.for_model(model, x, args.seed, ("large-n",))
+    x = integrate(model, x, path, args.dt, args.steps + 1, hooks=Hooks(observe=tick)).x
+    per_step = [b - a for a, b in zip(marks[1:], marks[2:], strict=False)]
     out: dict[str, Any] = {
         "n": args.n,
         "d": args.d,
