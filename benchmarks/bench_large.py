@@ -1,12 +1,13 @@
 """Large-n section: model A at n = 4096, 65536 (CPU) and 100000 (GPU), one fresh child process per configuration.
 
 The parent (``run.py``) calls :func:`run_large`, which starts this file as a script for every
-configuration. The child integrates one untimed warm-up step, then ``steps + 1`` steps in one integration
-with an observe hook after each (the engine then takes them one at a time; each interval timed with the device
-synchronised; the first, which also holds the engine's one-off check of the model, is dropped), optionally computes ``tokensde.metrics.summary`` of the final state
-(blocked, no ``n x n`` matrix), and prints one JSON line: seconds per step, the process's peak resident
-memory (``VmHWM``, its own address space: the peak belongs to this configuration only: imports, simulation and metrics)
-and, on CUDA, ``torch.cuda.max_memory_allocated`` of the timed steps and of the whole process.
+configuration. The child integrates one untimed warm-up step, then ``steps + 1`` steps in one
+integration with an observe hook after each (the engine then takes them one at a time; each interval
+timed with the device synchronised; the first, which also holds the engine's one-off check of the model,
+is dropped), optionally computes ``tokensde.metrics.summary`` of the final state (blocked, no ``n x n``
+matrix), and prints one JSON line: seconds per step, the process's peak resident memory (``VmHWM``, its
+own address space: the peak belongs to this configuration only: imports, simulation and metrics) and, on
+CUDA, ``torch.cuda.max_memory_allocated`` of the timed steps and of the whole process.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ def child(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - depends on the environment
         sys.path.insert(0, str(ROOT / "src"))
     from tokensde import metrics
+    from tokensde.engine import BrownianPath, Hooks, integrate
     from tokensde.models.value_noise import ValueNoise
     from tokensde.runtime.memory import peak_rss_bytes
-    from tokensde.engine import BrownianPath, Hooks, integrate
     from tokensde.solvers import simulate
     from tokensde.sphere import uniform
 

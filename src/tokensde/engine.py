@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -157,6 +158,13 @@ class _Draw:
         self.key0, self.key1, self.index = k0[start:stop], k1[start:stop], idx[start:stop]
         self.shape, self.dtype, self.device = path.shape, path.dtype, torch.device(path.device)
         self.count = math.prod(path.shape)
+        self._np: tuple[np.ndarray, ...] | None = None
+
+    def numpy_keys(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The keys and indices as contiguous NumPy arrays (the kernels' inputs)."""
+        if self._np is None:
+            self._np = tuple(np.ascontiguousarray(k.numpy()) for k in (self.key0, self.key1, self.index))
+        return self._np  # type: ignore[return-value]
 
     def keys(self, systems: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         if systems is None:
@@ -557,7 +565,7 @@ def _integrate_chunk(
             or any(n_here % r.ratio or k0 % r.ratio for r in runs)
         )
         everyone_alive = all(len(a) == size for a in alive.values())
-        union = None if everyone_alive else torch.unique(torch.cat(list(alive.values())))
+        union = None if everyone_alive else _union(alive, size, x0.device)
         if joint is not None:
             # the whole slab in calls of the joint step, cut where a hook reads the states
             cuts = [
@@ -660,6 +668,16 @@ def _joint_step(runs: Sequence[Run], x0: Tensor, start: int, stop: int, total: i
     return step if getattr(step, "levels", None) is not None else None
 
 
+def _union(alive: dict[str, Tensor], size: int, device: torch.device) -> Tensor:
+    """The sorted indices of the systems some run steps."""
+    if device.type != "cpu":
+        return torch.unique(torch.cat(list(alive.values())))
+    flags = np.zeros(size, dtype=bool)
+    for idx in alive.values():
+        flags[idx.numpy()] = True
+    return torch.from_numpy(np.flatnonzero(flags))
+
+
 def _joint_slab(
     joint: Any,
     runs: Sequence[Run],
@@ -678,20 +696,32 @@ def _joint_slab(
     names = [r.label() for r in runs]
     if union is not None and not len(union):
         return
-    rows = slice(None) if union is None else union
-    states = torch.stack([full[name][rows] for name in names]).to(torch.float64).contiguous()
-    if union is None:
-        mask = torch.ones(len(names), size, dtype=torch.bool)
-    else:
-        mask = torch.stack([torch.isin(union, alive[name]) for name in names])
-    keys = tuple(k.contiguous().numpy() for k in draw.keys(union))
+    # NumPy, not torch, for the bookkeeping: no torch thread pool wakes up (and spins) between kernel calls
+    fulls = [full[name].numpy() for name in names]
+    sums_all = acc.numpy()
+    k0_all, k1_all, idx_all = draw.numpy_keys()
     ratios = [r.ratio for r in runs]
-    sums = acc if union is None else acc[:, union].contiguous()
-    joint.levels(states.numpy(), sums.numpy(), mask.numpy(), union, ratios, keys, k0, n_here, dt)
-    if union is not None:
-        acc[:, union] = sums
+    if union is None:
+        states = np.stack(fulls).astype(np.float64)
+        mask = np.ones((len(names), size), dtype=bool)
+        joint.levels(states, sums_all, mask, None, ratios, (k0_all, k1_all, idx_all), k0, n_here, dt)
+        for i in range(len(names)):
+            fulls[i][...] = states[i]
+        return
+    u = union.numpy()
+    states = np.stack([f[u] for f in fulls]).astype(np.float64)
+    flags = np.zeros((len(names), size), dtype=bool)
     for i, name in enumerate(names):
-        full[name][rows] = states[i].to(full[name].dtype)
+        flags[i, alive[name].numpy()] = True
+    # between two multiples of every ratio no coarse step is pending: the sums start and end at zero
+    period = math.lcm(*ratios)
+    settled = k0 % period == 0 and (k0 + n_here) % period == 0
+    sums = np.zeros((len(names), len(u), sums_all.shape[-1])) if settled else np.ascontiguousarray(sums_all[:, u])
+    joint.levels(states, sums, flags[:, u], union, ratios, (k0_all[u], k1_all[u], idx_all[u]), k0, n_here, dt)
+    if not settled:
+        sums_all[:, u] = sums
+    for i in range(len(names)):
+        fulls[i][u] = states[i]
 
 
 def _subset(idx: Tensor, size: int) -> Tensor | None:

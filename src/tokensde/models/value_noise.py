@@ -264,10 +264,11 @@ class FusedPairStep:
         """
         from ..kernels import pair_levels
 
-        beta = self.beta.reshape(-1)
-        if systems is not None:
-            beta = beta[systems.to(beta.device)]
-        b = beta.to(device="cpu", dtype=torch.float64).contiguous().numpy()
+        # NumPy between kernel calls: a torch operation would wake torch's thread pool, whose threads then spin
+        # for milliseconds beside the kernel's (measured: a third slower on 2 cores)
+        if getattr(self, "_beta64", None) is None:
+            self._beta64 = self.beta.reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
+        b = self._beta64 if systems is None else self._beta64[systems.numpy()]
         single = self.beta.dtype == torch.float32
         pair_levels(
             states, acc, alive, b, *keys, np.asarray(ratios, dtype=np.int64), step0, steps, dt, self.sigma2, single
