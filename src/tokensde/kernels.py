@@ -188,6 +188,14 @@ def _box_muller(wr, wa, ub, z0, z1, n):  # type: ignore[no-untyped-def]
 
 
 @_jit
+def _scratch():  # type: ignore[no-untyped-def]
+    """A tile's scratch for :func:`_draw`: the four counters, the two key words (uint64) and three float64 lanes."""
+    u = np.empty((6, TILE), np.uint64)
+    f = np.empty((3, TILE))
+    return u[0], u[1], u[2], u[3], u[4], u[5], f[0], f[1], f[2]
+
+
+@_jit
 def _draw(xi, groups, step, lo, n, key0, key1, index, c0, c1, c2, c3, k0, k1, ub, z0, z1):  # type: ignore[no-untyped-def]
     """The ``4 groups`` normals of step ``step`` for lanes ``lo .. lo + n`` into ``xi`` ``(4 groups, TILE)``."""
     for j in range(groups):
@@ -219,14 +227,7 @@ def _normals_tiles(out, key0, key1, index, step0, first, last):  # type: ignore[
     for t in range(first, last):
         lo = t * TILE
         n = min(TILE, size - lo)
-        c0, c1, c2, c3 = (
-            np.empty(TILE, np.uint64),
-            np.empty(TILE, np.uint64),
-            np.empty(TILE, np.uint64),
-            np.empty(TILE, np.uint64),
-        )
-        k0, k1 = np.empty(TILE, np.uint64), np.empty(TILE, np.uint64)
-        ub, z0, z1 = np.empty(TILE), np.empty(TILE), np.empty(TILE)
+        c0, c1, c2, c3, k0, k1, ub, z0, z1 = _scratch()
         xi = np.empty((4 * groups, TILE))
         for s in range(steps):
             _draw(xi, groups, step0 + s, lo, n, key0, key1, index, c0, c1, c2, c3, k0, k1, ub, z0, z1)
@@ -355,14 +356,7 @@ def _pair_levels_tiles(
     for t in range(first, last):
         lo = t * TILE
         n = min(TILE, size - lo)
-        c0, c1, c2, c3 = (
-            np.empty(TILE, np.uint64),
-            np.empty(TILE, np.uint64),
-            np.empty(TILE, np.uint64),
-            np.empty(TILE, np.uint64),
-        )
-        k0, k1 = np.empty(TILE, np.uint64), np.empty(TILE, np.uint64)
-        ub, z0, z1 = np.empty(TILE), np.empty(TILE), np.empty(TILE)
+        c0, c1, c2, c3, k0, k1, ub, z0, z1 = _scratch()
         w = np.empty((8, TILE))
         xi = np.empty((4 * groups, TILE))
         x = np.empty((runs, 2, d, TILE))
