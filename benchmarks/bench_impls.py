@@ -103,7 +103,7 @@ class TokensdeImpl:
 
     @property
     def label(self) -> str:
-        return "tokensde compiled" if self.compile else "tokensde eager"
+        return "tokensde torch.compile" if self.compile else "tokensde"
 
     def supports(self, problem: Problem) -> bool:
         # the torch.compile-d route is the fused two-token step off the CPU (on the CPU the numba kernel is the
