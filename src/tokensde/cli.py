@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import json
 import os
 import sys
@@ -557,7 +558,13 @@ def schema(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # the interpreter's last garbage collection walks every object torch, pandas and matplotlib left
+        # (about a second after a run); the process is ending, so leave them to the OS (atexit handlers,
+        # e.g. Ray's shutdown, still run)
+        gc.freeze()
 
 
 if __name__ == "__main__":
