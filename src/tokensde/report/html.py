@@ -125,8 +125,17 @@ def _plotly_js() -> str:
 
 
 def _fig_div(fig: Any, div_id: str) -> str:
-    return fig.to_html(
-        full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id, config={"responsive": True}
+    """A figure's ``<div>``: a plotly figure, or a plain dict of one (written as it is, not validated)."""
+    import plotly.io as pio
+
+    return pio.to_html(
+        fig,
+        full_html=False,
+        include_plotlyjs=False,
+        include_mathjax=False,
+        div_id=div_id,
+        config={"responsive": True},
+        validate=not isinstance(fig, dict),
     )
 
 

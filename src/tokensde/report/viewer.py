@@ -35,35 +35,36 @@ def project_to_sphere(x: np.ndarray) -> tuple[np.ndarray, float]:
     return y / np.maximum(norms, 1e-12), captured
 
 
-def sphere_viewer(x: np.ndarray, times: np.ndarray, title: str, time_label: str = "t") -> Any:
-    """A plotly figure: a translucent unit sphere, the tokens at each recorded time as animation frames."""
-    import plotly.graph_objects as go
-
+def sphere_viewer(x: np.ndarray, times: np.ndarray, title: str, time_label: str = "t") -> dict[str, Any]:
+    """A plotly figure (as a plain dict: plotly's object validation of every frame cost most of the report's
+    time): a translucent unit sphere, the tokens at each recorded time as animation frames."""
     pts, captured = project_to_sphere(np.asarray(x))
     k, n, _ = pts.shape
     u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 40), np.linspace(0, np.pi, 20))
-    sphere = go.Surface(
-        x=np.cos(u) * np.sin(v),
-        y=np.sin(u) * np.sin(v),
-        z=np.cos(v),
-        opacity=0.12,
-        showscale=False,
-        colorscale=[[0, "#9aa7b8"], [1, "#9aa7b8"]],
-        hoverinfo="skip",
-    )
+    sphere = {
+        "type": "surface",
+        "x": np.cos(u) * np.sin(v),
+        "y": np.sin(u) * np.sin(v),
+        "z": np.cos(v),
+        "opacity": 0.12,
+        "showscale": False,
+        "colorscale": [[0, "#9aa7b8"], [1, "#9aa7b8"]],
+        "hoverinfo": "skip",
+    }
     colors = np.arange(n)
 
-    def tokens(j: int) -> Any:
-        return go.Scatter3d(
-            x=pts[j, :, 0],
-            y=pts[j, :, 1],
-            z=pts[j, :, 2],
-            mode="markers",
-            marker={"size": 5, "color": colors, "colorscale": "Viridis"},
-            name="tokens",
-        )
+    def tokens(j: int) -> dict[str, Any]:
+        return {
+            "type": "scatter3d",
+            "x": pts[j, :, 0],
+            "y": pts[j, :, 1],
+            "z": pts[j, :, 2],
+            "mode": "markers",
+            "marker": {"size": 5, "color": colors, "colorscale": "Viridis"},
+            "name": "tokens",
+        }
 
-    frames = [go.Frame(data=[sphere, tokens(j)], name=f"{j}") for j in range(k)]
+    frames = [{"data": [sphere, tokens(j)], "name": f"{j}"} for j in range(k)]
     steps = [
         {
             "method": "animate",
@@ -73,37 +74,33 @@ def sphere_viewer(x: np.ndarray, times: np.ndarray, title: str, time_label: str 
         for j in range(k)
     ]
     proj = "" if x.shape[-1] <= 3 else f" (d = {x.shape[-1]} projected, {100 * captured:.0f}% of the norm captured)"
-    fig = go.Figure(
-        data=[sphere, tokens(0)],
-        frames=frames,
-        layout=go.Layout(
-            title={"text": title + proj},
-            scene={"aspectmode": "cube", **{ax: {"range": [-1.1, 1.1]} for ax in ("xaxis", "yaxis", "zaxis")}},
-            height=560,
-            showlegend=False,
-            updatemenus=[
-                {
-                    "type": "buttons",
-                    "showactive": False,
-                    "x": 0.02,
-                    "y": 0.02,
-                    "xanchor": "left",
-                    "yanchor": "bottom",
-                    "buttons": [
-                        {
-                            "label": "play",
-                            "method": "animate",
-                            "args": [None, {"frame": {"duration": 120, "redraw": True}, "fromcurrent": True}],
-                        },
-                        {
-                            "label": "pause",
-                            "method": "animate",
-                            "args": [[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}],
-                        },
-                    ],
-                }
-            ],
-            sliders=[{"active": 0, "currentvalue": {"prefix": f"{time_label} = "}, "pad": {"t": 40}, "steps": steps}],
-        ),
-    )
-    return fig
+    layout = {
+        "title": {"text": title + proj},
+        "scene": {"aspectmode": "cube", **{ax: {"range": [-1.1, 1.1]} for ax in ("xaxis", "yaxis", "zaxis")}},
+        "height": 560,
+        "showlegend": False,
+        "updatemenus": [
+            {
+                "type": "buttons",
+                "showactive": False,
+                "x": 0.02,
+                "y": 0.02,
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "buttons": [
+                    {
+                        "label": "play",
+                        "method": "animate",
+                        "args": [None, {"frame": {"duration": 120, "redraw": True}, "fromcurrent": True}],
+                    },
+                    {
+                        "label": "pause",
+                        "method": "animate",
+                        "args": [[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}],
+                    },
+                ],
+            }
+        ],
+        "sliders": [{"active": 0, "currentvalue": {"prefix": f"{time_label} = "}, "pad": {"t": 40}, "steps": steps}],
+    }
+    return {"data": [sphere, tokens(0)], "layout": layout, "frames": frames}
