@@ -701,27 +701,22 @@ def _joint_slab(
     sums_all = acc.numpy()
     k0_all, k1_all, idx_all = draw.numpy_keys()
     ratios = [r.ratio for r in runs]
-    if union is None:
-        states = np.stack(fulls).astype(np.float64)
-        mask = np.ones((len(names), size), dtype=bool)
-        joint.levels(states, sums_all, mask, None, ratios, (k0_all, k1_all, idx_all), k0, n_here, dt)
-        for i in range(len(names)):
-            fulls[i][...] = states[i]
-        return
-    u = union.numpy()
-    states = np.stack([f[u] for f in fulls]).astype(np.float64)
+    rows: slice | np.ndarray = slice(None) if union is None else union.numpy()
+    count = size if union is None else len(union)
+    states = np.stack([f[rows] for f in fulls]).astype(np.float64)
     flags = np.zeros((len(names), size), dtype=bool)
     for i, name in enumerate(names):
         flags[i, alive[name].numpy()] = True
     # between two multiples of every ratio no coarse step is pending: the sums start and end at zero
     period = math.lcm(*ratios)
     settled = k0 % period == 0 and (k0 + n_here) % period == 0
-    sums = np.zeros((len(names), len(u), sums_all.shape[-1])) if settled else np.ascontiguousarray(sums_all[:, u])
-    joint.levels(states, sums, flags[:, u], union, ratios, (k0_all[u], k1_all[u], idx_all[u]), k0, n_here, dt)
+    sums = np.zeros((len(names), count, sums_all.shape[-1])) if settled else np.ascontiguousarray(sums_all[:, rows])
+    keys = (k0_all[rows], k1_all[rows], idx_all[rows])
+    joint.levels(states, sums, flags[:, rows], union, ratios, keys, k0, n_here, dt)
     if not settled:
-        sums_all[:, u] = sums
+        sums_all[:, rows] = sums
     for i in range(len(names)):
-        fulls[i][u] = states[i]
+        fulls[i][rows] = states[i]
 
 
 def _subset(idx: Tensor, size: int) -> Tensor | None:

@@ -261,15 +261,12 @@ def simulate_pairs(
             # pairs past their cell's horizon or collapsed leave the batch (checked every slab of steps); on the
             # CPU in NumPy, so that no torch thread pool wakes up (and spins) beside the compiled kernel's threads
             for name, idx in alive.items():
-                if idx.device.type == "cpu":
-                    i, zz = idx.numpy(), states[name].numpy()[idx.numpy()]
-                    diff = zz[:, 0] - zz[:, 1]
-                    gap = 0.5 * np.einsum("bd,bd->b", diff, diff)
-                    alive[name] = torch.from_numpy(i[(h.numpy()[i] > k) & (gap >= collapse_tol)])
-                    continue
-                zz = states[name][idx]
-                gap = 0.5 * ((zz[:, 0] - zz[:, 1]) ** 2).sum(-1)
-                alive[name] = idx[(h[idx] > k) & (gap >= collapse_tol)]
+                cpu = idx.device.type == "cpu"
+                i, x, hh = (idx.numpy(), states[name].numpy(), h.numpy()) if cpu else (idx, states[name], h)
+                z = x[i]
+                diff = z[:, 0] - z[:, 1]
+                keep = (hh[i] > k) & (0.5 * (diff * diff).sum(-1) >= collapse_tol)
+                alive[name] = torch.from_numpy(i[keep]) if cpu else idx[keep]
             return alive
 
         def observe(

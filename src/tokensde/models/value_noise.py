@@ -19,6 +19,7 @@ kernel ``C_ij = sigma^2 <a_i, a_j>``:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import operator
 from collections.abc import Callable
@@ -266,13 +267,16 @@ class FusedPairStep:
 
         # NumPy between kernel calls: a torch operation would wake torch's thread pool, whose threads then spin
         # for milliseconds beside the kernel's (measured: a third slower on 2 cores)
-        if getattr(self, "_beta64", None) is None:
-            self._beta64 = self.beta.reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
         b = self._beta64 if systems is None else self._beta64[systems.numpy()]
         single = self.beta.dtype == torch.float32
         pair_levels(
             states, acc, alive, b, *keys, np.asarray(ratios, dtype=np.int64), step0, steps, dt, self.sigma2, single
         )
+
+    @functools.cached_property
+    def _beta64(self) -> np.ndarray:
+        """``beta`` as a float64 NumPy vector (the kernel's input), computed once."""
+        return self.beta.reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
 
     def rows(self, lo: int, hi: int) -> FusedPairStep:
         """The step for the pairs ``lo..hi`` of its batch (the engine's cache-sized chunks)."""
