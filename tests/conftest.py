@@ -14,7 +14,7 @@ def _threads():
 
 
 _QUICK: dict = {}
-_PARALLEL = {"accuracy"}
+_PARALLEL = {"accuracy", "accuracy-map"}
 
 
 @pytest.fixture(scope="session")

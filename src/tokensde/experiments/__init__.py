@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .accuracy import Accuracy
+from .accuracy_map import AccuracyMap
 from .base import Experiment, ExperimentConfig
 from .chaos import Chaos
 from .convergence import Convergence
@@ -30,6 +31,7 @@ REGISTRY: dict[str, Experiment] = {
         MultiToken(),
         NoiseSweep(),
         Accuracy(),
+        AccuracyMap(),
         Probe(),
         MeanField(),
         Universality(),

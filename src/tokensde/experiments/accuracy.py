@@ -93,30 +93,25 @@ from ..stats import bonferroni_z
 from .base import Checkpoint, Experiment, ExperimentConfig, Progress
 from .verdict import Check, at_least, at_most, check, monotone, verdict
 
-__all__ = ["Accuracy", "AccuracyConfig", "t_interval"]
+__all__ = ["Accuracy", "AccuracyConfig", "TrainConfig", "fit", "load_data", "t_interval", "train_memory"]
 
 Condition = Literal["standard", "value-scaled", "value-zero", "value-identity", "value-shared"]
 
 
-class AccuracyConfig(ExperimentConfig):
+class TrainConfig(ExperimentConfig):
+    """The fields shared by the training experiments (``accuracy``, ``accuracy-map``): data, model, optimiser."""
+
     datasets: list[str] = Field(
         default=["digits", "pointer"],
         min_length=1,
         max_length=8,
-        description="data sets: digits, pointer, or torchvision:NAME (on disk under data_root)",
-    )
-    conditions: list[Condition] = Field(
-        default=["standard", "value-scaled", "value-identity", "value-shared"],
-        min_length=1,
-        description="value initialisations: standard, value-scaled, value-zero, value-identity, value-shared",
+        description="data sets: digits, pointer, permute, or torchvision:NAME (on disk under data_root)",
     )
     seeds: int = Field(default=10, ge=1, le=100, description="training runs per (dataset, condition), in [1, 100]")
     seed: int = Field(default=0, ge=0, le=2**62, description="base seed")
-    depth: int = Field(default=16, ge=1, le=256, description="Transformer blocks L, in [1, 256]")
     width: int = Field(default=64, ge=4, le=2048, description="model width d, in [4, 2048]")
     heads: int = Field(default=4, ge=1, le=64, description="attention heads (must divide width), in [1, 64]")
     mlp_ratio: int = Field(default=0, ge=0, le=8, description="MLP hidden width / d; 0 = attention-only blocks")
-    value_scale: float = Field(default=0.1, ge=0.0, le=1.0, description="factor of value-scaled, in [0, 1]")
     epochs: int = Field(default=20, ge=1, le=1000, description="training epochs, in [1, 1000]")
     batch_size: int = Field(default=64, ge=1, le=8192, description="mini-batch size, in [1, 8192]")
     lr: float = Field(default=3e-3, gt=0.0, le=1.0, description="peak AdamW learning rate, in (0, 1]")
@@ -127,10 +122,15 @@ class AccuracyConfig(ExperimentConfig):
     test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0, description="digits: held-out fraction, in (0, 1)")
     pointer_tokens: int = Field(default=16, ge=2, le=512, description="pointer: tokens per sequence, in [2, 512]")
     pointer_values: int = Field(default=8, ge=2, le=256, description="pointer: value symbols (classes), in [2, 256]")
-    pointer_train: int = Field(default=4000, ge=1, le=10**6, description="pointer: training sequences (per epoch)")
-    pointer_test: int = Field(default=2000, ge=1, le=10**6, description="pointer: test sequences")
+    pointer_train: int = Field(
+        default=4000, ge=1, le=10**6, description="pointer and permute: training sequences (per epoch)"
+    )
+    pointer_test: int = Field(default=2000, ge=1, le=10**6, description="pointer and permute: test sequences")
     pointer_hops: int = Field(default=2, ge=1, le=8, description="pointer: pointers followed to the label, in [1, 8]")
-    pointer_online: bool = Field(default=True, description="pointer: fresh pointer_train sequences every epoch")
+    pointer_online: bool = Field(default=True, description="pointer and permute: fresh sequences every epoch")
+    permute_tokens: int = Field(default=8, ge=2, le=512, description="permute: tokens per sequence, in [2, 512]")
+    permute_values: int = Field(default=8, ge=2, le=256, description="permute: value symbols (classes), in [2, 256]")
+    permute_hops: int = Field(default=1, ge=1, le=8, description="permute: pointers followed to the label, in [1, 8]")
     data_root: str | None = Field(default=None, description="folder of torchvision data sets (nothing downloaded)")
     max_train: int = Field(default=0, ge=0, le=10**7, description="torchvision: first examples to train on (0 = all)")
     max_test: int = Field(default=0, ge=0, le=10**7, description="torchvision: first test examples (0 = all)")
@@ -147,18 +147,11 @@ class AccuracyConfig(ExperimentConfig):
             raise ValueError("each data set at most once")
         for name in v:
             if name not in nndata.DATASETS and not name.startswith(nndata.TORCHVISION):
-                raise ValueError(f"unknown data set {name!r}; allowed: digits, pointer or torchvision:NAME")
-        return v
-
-    @field_validator("conditions")
-    @classmethod
-    def _conditions(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("each condition at most once")
+                raise ValueError(f"unknown data set {name!r}; allowed: digits, pointer, permute or torchvision:NAME")
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> AccuracyConfig:
+    def _consistent(self) -> TrainConfig:
         if self.width % self.heads:
             raise ValueError(f"heads must divide width ({self.width}), got {self.heads}")
         if "digits" in self.datasets and 8 % self.tokens_per_side:
@@ -166,6 +159,23 @@ class AccuracyConfig(ExperimentConfig):
         for name in self.datasets:
             nndata.check_dataset_name(name, self.data_root)
         return self
+
+
+class AccuracyConfig(TrainConfig):
+    conditions: list[Condition] = Field(
+        default=["standard", "value-scaled", "value-identity", "value-shared"],
+        min_length=1,
+        description="value initialisations: standard, value-scaled, value-zero, value-identity, value-shared",
+    )
+    depth: int = Field(default=16, ge=1, le=256, description="Transformer blocks L, in [1, 256]")
+    value_scale: float = Field(default=0.1, ge=0.0, le=1.0, description="factor of value-scaled, in [0, 1]")
+
+    @field_validator("conditions")
+    @classmethod
+    def _conditions(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each condition at most once")
+        return v
 
 
 def t_interval(x: np.ndarray, level: float) -> tuple[float, float, float]:
@@ -182,7 +192,7 @@ def _unit_id(dataset: str, condition: str, k: int) -> str:
     return f"{dataset.replace(':', '_')}-{condition}-s{k}"
 
 
-def load_data(cfg: AccuracyConfig, name: str) -> nndata.TokenData:
+def load_data(cfg: TrainConfig, name: str) -> nndata.TokenData:
     return nndata.load(
         name,
         tokens_per_side=cfg.tokens_per_side,
@@ -193,6 +203,9 @@ def load_data(cfg: AccuracyConfig, name: str) -> nndata.TokenData:
         pointer_test=cfg.pointer_test,
         pointer_hops=cfg.pointer_hops,
         pointer_online=cfg.pointer_online,
+        permute_tokens=cfg.permute_tokens,
+        permute_values=cfg.permute_values,
+        permute_hops=cfg.permute_hops,
         root=cfg.data_root,
         max_train=cfg.max_train,
         max_test=cfg.max_test,
@@ -218,11 +231,11 @@ def build(cfg: AccuracyConfig, data: nndata.TokenData, condition: str, k: int) -
     return model
 
 
-def _settings(cfg: AccuracyConfig) -> TrainSettings:
+def _settings(cfg: TrainConfig) -> TrainSettings:
     return TrainSettings(cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup, cfg.grad_clip)
 
 
-def _data_memory(cfg: AccuracyConfig, name: str) -> tuple[int, int, int, int, int, int]:
+def _data_memory(cfg: TrainConfig, name: str) -> tuple[int, int, int, int, int, int]:
     """``(train, test, tokens, features, classes, bytes)`` of a data set from the config alone (nothing loaded).
 
     ``digits``: 1797 images (scikit-learn's float64 arrays and the float32 splits). ``pointer``: both splits
@@ -241,16 +254,21 @@ def _data_memory(cfg: AccuracyConfig, name: str) -> tuple[int, int, int, int, in
         f = n - 1 + k
         held = (cfg.pointer_train * (3 if cfg.pointer_online else 1) + cfg.pointer_test) * n * f * 4
         return cfg.pointer_train, cfg.pointer_test, n, f, k, held + max(cfg.pointer_train, cfg.pointer_test) * n * 48
+    if name == "permute":
+        n, k = cfg.permute_tokens, cfg.permute_values
+        f = n + k
+        held = (cfg.pointer_train * (3 if cfg.pointer_online else 1) + cfg.pointer_test) * n * (f * 4 + 8)
+        return cfg.pointer_train, cfg.pointer_test, n, f, k, held + max(cfg.pointer_train, cfg.pointer_test) * n * 48
     train, test, pixels = cfg.max_train or 60000, cfg.max_test or 10000, 3 * 32 * 32
     n = cfg.tokens_per_side**2
     return train, test, n, max(1, pixels // n), 100, (train + test) * pixels * 13
 
 
-def _parameters(cfg: AccuracyConfig, n: int, f: int, k: int) -> int:
+def _parameters(cfg: TrainConfig, depth: int, n: int, f: int, k: int) -> int:
     """Parameters of the classifier: embedding, positions, ``depth`` blocks (Q, K, V, gains, MLP), head."""
     w, r = cfg.width, cfg.mlp_ratio
     block = 3 * w * w + w + ((2 * w + 2 * r * w * w + r * w) if r else 0)
-    return f * w + w + n * w + cfg.depth * block + w + w * k + k
+    return f * w + w + n * w + depth * block + w + w * k + k
 
 
 _RUN_COLUMNS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss")
@@ -387,6 +405,119 @@ def _learning_checks(cfg: AccuracyConfig, ds: str, ref: str, runs: pd.DataFrame)
     return out
 
 
+def train_memory(cfg: TrainConfig, dataset: str, depth: int, device: str) -> int:
+    """Peak bytes of one training run: in float32, the data (:func:`_data_memory`), the parameters with their
+    gradients, AdamW's two moments and the optimiser's and clipping's temporaries (7 copies), and the largest
+    of: training (every block's activations kept for the backward pass for one mini-batch, the attention
+    weights where they are materialised), evaluation (batches of 512), the depth profile (every layer's
+    hidden states of the profile examples, their float64 normalised copy and the blocked metrics) and a
+    checkpoint (parameters and moments as arrays, the NPZ buffer and its copy)."""
+    from ..sizes import attention_bytes, metrics_bytes
+
+    train, test, n, f, k, data = _data_memory(cfg, dataset)
+    w, r, heads = cfg.width, cfg.mlp_ratio, cfg.heads
+    p = 4 * _parameters(cfg, depth, n, f, k)
+
+    def forward(b: int, kept: int) -> int:
+        per = (kept + ((4 + 2 * r) if r else 0)) * b * n * w * 4
+        return per + attention_bytes(b, n, w // heads, 4, device, heads)
+
+    b = min(cfg.batch_size, train)
+    training = (depth + 2) * forward(b, 9) + b * n * f * 4
+    e = min(512, max(train, test))
+    evaluation = forward(e, 12)
+    pe = min(cfg.profile_examples, test)
+    profile = (depth + 1) * pe * n * w * 4 + forward(pe, 12) + 2 * pe * n * w * 8 + metrics_bytes(pe, n, w, 8)
+    return int(data + 7 * p + max(training, evaluation, profile, 9 * p))
+
+
+def fit(
+    cfg: TrainConfig,
+    data: nndata.TokenData,
+    model: TransformerClassifier,
+    device: str,
+    order_seed: int,
+    progress: Progress | None = None,
+    checkpoint: Checkpoint | None = None,
+    curve_examples: int = 0,
+) -> dict[str, Any]:
+    """Train ``model`` on ``data`` for ``cfg.epochs`` epochs (resuming from ``checkpoint``) and measure it.
+
+    Returns the columns of a results row: test and training accuracy and loss, chance and the
+    majority-class frequency of the test labels, sizes, the per-epoch training loss
+    (``loss_history``), and the depth profiles at initialisation and after training (``init_*``,
+    ``trained_*``: lists over layers, and ``*_last``). With ``curve_examples > 0`` also the learning
+    curve on the first ``curve_examples`` test examples after every epoch (``curve_accuracy``,
+    ``curve_loss``). A checkpoint is saved every ``cfg.checkpoint_every`` epochs (weights, AdamW
+    moments, the epochs done, the curves so far and the initial profile), so an interrupted run
+    continues where it stopped and ends with the same numbers.
+    """
+    s = _settings(cfg)
+    opt = make_optimizer(model, s)
+    dev = torch.device(device)
+    xtr, ytr = data.x_train.to(dev), data.y_train.to(dev)
+    xte, yte = data.x_test.to(dev), data.y_test.to(dev)
+    probe = xte[: cfg.profile_examples]
+    xc, yc = xte[:curve_examples], yte[:curve_examples]
+
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None and "epoch" in saved:
+        load_state_arrays(model, opt, saved)
+        start = int(saved["epoch"])
+        losses = [float(v) for v in saved["losses"]]
+        curve_acc = [float(v) for v in saved.get("curve_accuracy", np.zeros(0))]
+        curve_loss = [float(v) for v in saved.get("curve_loss", np.zeros(0))]
+        init = {key: saved[f"init.{key}"] for key in PROFILE_KEYS}
+        if progress is not None and start:
+            progress(float(start))
+    else:
+        start, losses, curve_acc, curve_loss = 0, [], [], []
+        init = depth_profile(model, probe, cfg.beta, cfg.eps)
+    for epoch in range(start, cfg.epochs):
+        if data.sampler is not None:
+            xtr, ytr = (t.to(dev) for t in data.train_data(epoch))
+        losses.append(train_epoch(model, opt, xtr, ytr, s, epoch, order_seed, progress))
+        if curve_examples:
+            acc, loss = evaluate(model, xc, yc)
+            curve_acc.append(acc)
+            curve_loss.append(loss)
+        if checkpoint is not None and epoch + 1 < cfg.epochs and (epoch + 1) % cfg.checkpoint_every == 0:
+            arrays = state_arrays(model, opt)
+            arrays["epoch"] = np.asarray(epoch + 1)
+            arrays["losses"] = np.asarray(losses)
+            arrays["curve_accuracy"] = np.asarray(curve_acc, dtype=float)
+            arrays["curve_loss"] = np.asarray(curve_loss, dtype=float)
+            arrays.update({f"init.{key}": init[key] for key in PROFILE_KEYS})
+            checkpoint.save(arrays)
+    test_acc, test_loss = evaluate(model, xte, yte)
+    train_acc, train_loss = evaluate(model, xtr, ytr)
+    trained = depth_profile(model, probe, cfg.beta, cfg.eps)
+    row: dict[str, Any] = {
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "train_accuracy": train_acc,
+        "train_loss": train_loss,
+        "chance": 1.0 / data.n_classes,
+        "majority": float(torch.bincount(data.y_test.reshape(-1), minlength=data.n_classes).max())
+        / data.y_test.numel(),
+        "n_train": int(data.x_train.shape[0]),
+        "n_test": int(data.x_test.shape[0]),
+        "epochs": cfg.epochs,
+        "steps": cfg.epochs * steps_per_epoch(int(data.x_train.shape[0]), cfg.batch_size),
+        "loss_history": losses,
+        "loss_auc": float(np.mean(losses)),
+    }
+    if curve_examples:
+        row["curve_accuracy"] = curve_acc
+        row["curve_loss"] = curve_loss
+    for stage, prof in (("init", init), ("trained", trained)):
+        for key in PROFILE_KEYS:
+            vals = [float(v) for v in np.asarray(prof[key], dtype=float)]
+            row[f"{stage}_{key}"] = vals
+            row[f"{stage}_{key}_last"] = vals[-1]
+    return row
+
+
 class Accuracy(Experiment):
     name = "accuracy"
     summary = "train deep pre-norm Transformers with and without the value-matrix noise; accuracy and clustering"
@@ -414,29 +545,7 @@ class Accuracy(Experiment):
         return float(cfg.epochs)
 
     def unit_memory(self, cfg: AccuracyConfig, unit: dict[str, Any], device: str) -> int:
-        """In float32: the data (:func:`_data_memory`), the parameters with their gradients, AdamW's two moments
-        and the optimiser's and clipping's temporaries (7 copies), and the largest of: training (every
-        block's activations kept for the backward pass for one mini-batch, the attention weights where they
-        are materialised), evaluation (batches of 512), the depth profile (every layer's hidden states of the
-        profile examples, their float64 normalised copy and the blocked metrics) and a checkpoint (parameters
-        and moments as arrays, the NPZ buffer and its copy)."""
-        from ..sizes import attention_bytes, metrics_bytes
-
-        train, test, n, f, k, data = _data_memory(cfg, str(unit["dataset"]))
-        w, depth, r, heads = cfg.width, cfg.depth, cfg.mlp_ratio, cfg.heads
-        p = 4 * _parameters(cfg, n, f, k)
-
-        def forward(b: int, kept: int) -> int:
-            per = (kept + ((4 + 2 * r) if r else 0)) * b * n * w * 4
-            return per + attention_bytes(b, n, w // heads, 4, device, heads)
-
-        b = min(cfg.batch_size, train)
-        fit = (depth + 2) * forward(b, 9) + b * n * f * 4
-        e = min(512, max(train, test))
-        evaluate = forward(e, 12)
-        pe = min(cfg.profile_examples, test)
-        profile = (depth + 1) * pe * n * w * 4 + forward(pe, 12) + 2 * pe * n * w * 8 + metrics_bytes(pe, n, w, 8)
-        return int(data + 7 * p + max(fit, evaluate, profile, 9 * p))
+        return train_memory(cfg, str(unit["dataset"]), cfg.depth, device)
 
     def run_unit(
         self,
@@ -449,60 +558,10 @@ class Accuracy(Experiment):
         data = load_data(cfg, unit["dataset"])
         k, condition = int(unit["seed"]), str(unit["condition"])
         model = build(cfg, data, condition, k).to(device)
-        s = _settings(cfg)
-        opt = make_optimizer(model, s)
-        dev = torch.device(device)
-        xtr, ytr = data.x_train.to(dev), data.y_train.to(dev)
-        xte, yte = data.x_test.to(dev), data.y_test.to(dev)
-        probe = xte[: cfg.profile_examples]
         order_seed = derive_seed(cfg.seed, data.name, k, "order")
-
-        saved = checkpoint.load() if checkpoint is not None else None
-        if saved is not None and "epoch" in saved:
-            load_state_arrays(model, opt, saved)
-            start = int(saved["epoch"])
-            losses = [float(v) for v in saved["losses"]]
-            init = {key: saved[f"init.{key}"] for key in PROFILE_KEYS}
-            if progress is not None and start:
-                progress(float(start))
-        else:
-            start, losses = 0, []
-            init = depth_profile(model, probe, cfg.beta, cfg.eps)
-        for epoch in range(start, cfg.epochs):
-            if data.sampler is not None:
-                xtr, ytr = (t.to(dev) for t in data.train_data(epoch))
-            losses.append(train_epoch(model, opt, xtr, ytr, s, epoch, order_seed, progress))
-            if checkpoint is not None and epoch + 1 < cfg.epochs and (epoch + 1) % cfg.checkpoint_every == 0:
-                arrays = state_arrays(model, opt)
-                arrays["epoch"] = np.asarray(epoch + 1)
-                arrays["losses"] = np.asarray(losses)
-                arrays.update({f"init.{key}": init[key] for key in PROFILE_KEYS})
-                checkpoint.save(arrays)
-        test_acc, test_loss = evaluate(model, xte, yte)
-        train_acc, train_loss = evaluate(model, xtr, ytr)
-        trained = depth_profile(model, probe, cfg.beta, cfg.eps)
-        row: dict[str, Any] = {
-            "dataset": data.name,
-            "condition": condition,
-            "seed": k,
-            "test_accuracy": test_acc,
-            "test_loss": test_loss,
-            "train_accuracy": train_acc,
-            "train_loss": train_loss,
-            "chance": 1.0 / data.n_classes,
-            "majority": float(torch.bincount(data.y_test, minlength=data.n_classes).max()) / len(data.y_test),
-            "n_train": int(data.x_train.shape[0]),
-            "n_test": int(data.x_test.shape[0]),
-            "epochs": cfg.epochs,
-            "steps": cfg.epochs * steps_per_epoch(int(data.x_train.shape[0]), cfg.batch_size),
-            "loss_history": losses,
-            "loss_auc": float(np.mean(losses)),
-        }
-        for stage, prof in (("init", init), ("trained", trained)):
-            for key in PROFILE_KEYS:
-                vals = [float(v) for v in np.asarray(prof[key], dtype=float)]
-                row[f"{stage}_{key}"] = vals
-                row[f"{stage}_{key}_last"] = vals[-1]
+        out = fit(cfg, data, model, device, order_seed, progress, checkpoint)
+        row: dict[str, Any] = {"dataset": data.name, "condition": condition, "seed": k}
+        row.update(out)
         return [row]
 
     def summarize(self, cfg: AccuracyConfig, rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -25,6 +25,17 @@ the token the classifier reads its answer from.
   ``e`` drawn from ``derive_seed(seed, "epoch", e)``): unlimited data, so the
   task measures what the model learns, not what it memorises; the test set is
   fixed.
+* ``permute`` (synthetic, per token; copying under a permutation): ``n`` tokens;
+  token ``j`` carries a value ``v_j`` uniform in ``{0, ..., K-1}`` and a pointer
+  ``p_j``, where ``(p_0, ..., p_{n-1})`` is a uniformly random permutation of
+  the positions (one-hot: ``n`` pointer symbols then ``K`` value symbols). The
+  label of *every* token is the value it points at, ``y_j = v_{p_j}`` (with
+  ``hops = k``: the value reached after ``k`` pointers, ``y_j = v_{p^k(j)}``): each
+  position must keep its own pointer through depth and fetch another token's
+  value by ``k`` rounds of content-based attention. Chance is ``1/K`` per token, the
+  ceiling 100%; accuracy is the fraction of tokens labelled right. Collapse of the
+  tokens to one point destroys exactly the per-token information this task reads.
+  Read-out: every token (``tokens``). Online as ``pointer``.
 * ``torchvision:NAME`` (e.g. ``torchvision:MNIST``, ``torchvision:CIFAR10``): a
   data set of ``torchvision.datasets`` that is already on disk under ``root``
   (``download=False``: nothing is fetched), its own train/test split, the first
@@ -46,9 +57,18 @@ from torch import Tensor
 
 from ..noise import derive_seed
 
-__all__ = ["TokenData", "digits", "pointer", "torchvision_data", "load", "patches", "check_dataset_name"]
+__all__ = [
+    "TokenData",
+    "digits",
+    "pointer",
+    "permute",
+    "torchvision_data",
+    "load",
+    "patches",
+    "check_dataset_name",
+]
 
-DATASETS = ("digits", "pointer")
+DATASETS = ("digits", "pointer", "permute")
 TORCHVISION = "torchvision:"
 
 
@@ -62,7 +82,7 @@ class TokenData:
     x_test: Tensor
     y_test: Tensor
     n_classes: int
-    readout: str  # "mean" or "first"
+    readout: str  # "mean", "first" or "tokens" (one label per token: y is (N, n))
     #: ``epoch -> (x, y)``: fresh training data per epoch (``None``: ``x_train``, ``y_train`` every epoch)
     sampler: Callable[[int], tuple[Tensor, Tensor]] | None = None
 
@@ -148,6 +168,45 @@ def pointer(
     return TokenData("pointer", xtr, ytr, xte, yte, values, "first", epoch_data if online else None)
 
 
+def _permute_split(n: int, values: int, hops: int, size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    ptr = torch.argsort(torch.rand(size, n, generator=gen), dim=1)  # a uniform permutation per sequence
+    val = torch.randint(0, values, (size, n), generator=gen)
+    rows = torch.arange(size)[:, None]
+    pos = torch.arange(n)[None, :]
+    x = torch.zeros(size, n, n + values)
+    x[rows, pos, ptr] = 1.0
+    x[rows, pos, n + val] = 1.0
+    j = ptr
+    for _ in range(hops - 1):
+        j = torch.gather(ptr, 1, j)
+    return x, torch.gather(val, 1, j)
+
+
+def permute(
+    n_tokens: int = 8,
+    values: int = 8,
+    n_train: int = 4000,
+    n_test: int = 2000,
+    seed: int = 0,
+    online: bool = False,
+    hops: int = 1,
+) -> TokenData:
+    """The synthetic per-token task ``y_j = v_{p^hops(j)}`` (see the module docstring); labels ``(N, n)``."""
+    if n_tokens < 2:
+        raise ValueError(f"permute needs at least 2 tokens, got {n_tokens}")
+    if hops < 1:
+        raise ValueError(f"permute needs at least 1 hop, got {hops}")
+    gen = torch.Generator().manual_seed(seed)
+    xtr, ytr = _permute_split(n_tokens, values, hops, n_train, gen)
+    xte, yte = _permute_split(n_tokens, values, hops, n_test, gen)
+
+    def epoch_data(epoch: int) -> tuple[Tensor, Tensor]:
+        g = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
+        return _permute_split(n_tokens, values, hops, n_train, g)
+
+    return TokenData("permute", xtr, ytr, xte, yte, values, "tokens", epoch_data if online else None)
+
+
 def _tv_arrays(ds: Any, limit: int) -> tuple[np.ndarray, np.ndarray]:
     data = ds.data
     targets = np.asarray(ds.targets, dtype=np.int64)
@@ -212,18 +271,28 @@ def load(
     pointer_test: int = 2000,
     pointer_hops: int = 2,
     pointer_online: bool = False,
+    permute_tokens: int = 8,
+    permute_values: int = 8,
+    permute_hops: int = 1,
     root: str | None = None,
     max_train: int = 0,
     max_test: int = 0,
     data_seed: int = 0,
 ) -> TokenData:
-    """The data set ``name`` (``digits``, ``pointer`` or ``torchvision:NAME``)."""
+    """The data set ``name`` (``digits``, ``pointer``, ``permute`` or ``torchvision:NAME``).
+
+    ``permute`` takes its sizes and online flag from ``pointer_train``, ``pointer_test`` and
+    ``pointer_online`` (the two synthetic tasks share them)."""
     check_dataset_name(name, root)
     if name == "digits":
         return digits(tokens_per_side, test_fraction, data_seed)
     if name == "pointer":
         return pointer(
             pointer_tokens, pointer_values, pointer_train, pointer_test, data_seed, pointer_hops, pointer_online
+        )
+    if name == "permute":
+        return permute(
+            permute_tokens, permute_values, pointer_train, pointer_test, data_seed, pointer_online, permute_hops
         )
     assert root is not None
     return torchvision_data(name[len(TORCHVISION) :], root, tokens_per_side, max_train, max_test)

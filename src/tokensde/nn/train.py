@@ -34,6 +34,7 @@ __all__ = [
     "make_optimizer",
     "train_epoch",
     "evaluate",
+    "cross_entropy",
     "state_arrays",
     "load_state_arrays",
     "depth_profile",
@@ -68,6 +69,11 @@ def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
+def cross_entropy(logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of ``(B, C)`` logits against ``(B,)`` labels, or of per-token ``(B, n, C)`` against ``(B, n)``."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction=reduction)
+
+
 def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, math.ceil(n / batch_size))
 
@@ -94,7 +100,7 @@ def train_epoch(
         idx = perm[b * s.batch_size : (b + 1) * s.batch_size]
         for g in opt.param_groups:
             g["lr"] = learning_rate(s, epoch * per + b, total)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        loss = cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if s.grad_clip > 0:
@@ -108,14 +114,15 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch: int = 512) -> tuple[float, float]:
-    """``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)``."""
+    """``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)``; per-token labels ``(N, n)`` count every
+    token (accuracy = fraction of tokens labelled right, loss = mean over tokens)."""
     model.eval()
     correct, loss = 0, 0.0
     for i in range(0, x.shape[0], batch):
         logits = model(x[i : i + batch])
         correct += int((logits.argmax(-1) == y[i : i + batch]).sum())
-        loss += float(F.cross_entropy(logits, y[i : i + batch], reduction="sum"))
-    return correct / x.shape[0], loss / x.shape[0]
+        loss += float(cross_entropy(logits, y[i : i + batch], reduction="sum"))
+    return correct / y.numel(), loss / y.numel()
 
 
 def state_arrays(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:

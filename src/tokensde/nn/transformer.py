@@ -10,8 +10,8 @@ Architecture (``L`` blocks, width ``d``, ``H`` heads of width ``d/H``):
     \mathrm{Attn}_l(y)_i &= \big(\textstyle\sum_j \pi^{(h)}_{ij}\, (V_l y_j)^{(h)}\big)_{h=1..H},
     \quad \pi^{(h)}_{ij} = \mathrm{softmax}_j \frac{\langle Q^{(h)}_l y_i, K^{(h)}_l y_j\rangle}{\sqrt{d/H}},
 
-then a final RMSNorm, the read-out (mean over tokens or token 0) and a linear
-head. The value matrix ``V_l`` (``d x d``; head ``h`` uses its rows of block
+then a final RMSNorm, the read-out (mean over tokens, token 0, or every token for
+per-token labels) and a linear head. The value matrix ``V_l`` (``d x d``; head ``h`` uses its rows of block
 ``h``) is the whole value-output map: there is no separate output projection, so
 ``V_l`` is exactly the matrix that model A calls ``sigma sqrt(h) Z_k`` and the
 initial conditions below act on the matrix that carries the noise. The residual
@@ -36,6 +36,15 @@ differ only in the value condition:
   are perfectly correlated, so their sum grows like ``L``, not ``sqrt(L)``, and is no Brownian motion).
 
 The conditions differ only at initialisation; training updates every ``V_l`` on its own.
+
+Noise strength as a continuous axis (:func:`set_values`, the ``accuracy-map`` experiment):
+``V_l = Vbar / sqrt(L) + sigma Z_l / sqrt(d)`` with ``Vbar`` in ``{0, I}``. With the residual
+factor ``1/sqrt(L)`` the attention branch is ``h Vbar a + sigma sqrt(h) (Z_l / sqrt(d)) a``
+(``h = 1/L``): model A's layer with horizon ``T = 1``, so ``Vbar`` is a drift and
+``sigma`` the noise strength of the same depth limit at every ``L``. ``(Vbar, sigma) = (0, 1)``
+is ``standard``; ``(0, s)`` is ``value-scaled`` with ``value_scale = s``; ``(I, 0)`` is
+model A's noiseless attention flow at horizon 1 (``value-identity`` above is ``V_l = I``,
+a drift ``sqrt(L)`` times stronger).
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CONDITIONS", "TransformerClassifier", "initialise", "value_matrices"]
+__all__ = ["CONDITIONS", "TransformerClassifier", "initialise", "initialise_values", "set_values", "value_matrices"]
 
 CONDITIONS = ("standard", "value-scaled", "value-zero", "value-identity", "value-shared")
 
@@ -109,8 +118,8 @@ class TransformerClassifier(nn.Module):
         readout: str = "mean",
     ) -> None:
         super().__init__()
-        if readout not in ("mean", "first"):
-            raise ValueError(f"readout must be 'mean' or 'first', got {readout!r}")
+        if readout not in ("mean", "first", "tokens"):
+            raise ValueError(f"readout must be 'mean', 'first' or 'tokens', got {readout!r}")
         self.readout = readout
         self.embed = nn.Linear(n_features, width)
         self.pos = nn.Parameter(torch.zeros(n_tokens, width))
@@ -123,7 +132,8 @@ class TransformerClassifier(nn.Module):
         return len(self.blocks)
 
     def forward(self, x: Tensor, hidden: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
-        """Logits; with ``hidden=True`` also the residual stream ``[h^0, ..., h^L]`` (each ``(B, n, width)``)."""
+        """Logits (``(B, classes)``, or ``(B, n, classes)`` with the ``tokens`` read-out); with ``hidden=True``
+        also the residual stream ``[h^0, ..., h^L]`` (each ``(B, n, width)``)."""
         h = self.embed(x) + self.pos
         states = [h]
         for block in self.blocks:
@@ -131,7 +141,7 @@ class TransformerClassifier(nn.Module):
             if hidden:
                 states.append(h)
         z = self.norm(h)
-        pooled = z.mean(dim=1) if self.readout == "mean" else z[:, 0]
+        pooled = z.mean(dim=1) if self.readout == "mean" else z[:, 0] if self.readout == "first" else z
         logits: Tensor = self.head(pooled)
         return (logits, states) if hidden else logits
 
@@ -139,6 +149,29 @@ class TransformerClassifier(nn.Module):
 def value_matrices(depth: int, width: int, gen: torch.Generator) -> Tensor:
     """``Z_l / sqrt(d)`` for ``l < depth``: ``(depth, d, d)``, entries i.i.d. ``N(0, 1/d)``."""
     return torch.randn(depth, width, width, generator=gen) / math.sqrt(width)
+
+
+def _draw_weights(model: TransformerClassifier, gen: torch.Generator) -> None:
+    """Every parameter but the value matrices, from ``gen`` (see the module docstring)."""
+    for name, p in model.named_parameters():
+        if name == "pos":
+            p.copy_(torch.randn(p.shape, generator=gen))
+        elif name.endswith("bias"):
+            p.zero_()
+        elif p.ndim == 1:  # RMSNorm gains
+            p.fill_(1.0)
+        elif name.endswith("attn.v.weight"):
+            continue
+        else:
+            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[1]))
+
+
+def _value_weights(model: TransformerClassifier) -> list[Tensor]:
+    out = []
+    for block in model.blocks:
+        assert isinstance(block, Block)
+        out.append(block.attn.v.weight)
+    return out
 
 
 @torch.no_grad()
@@ -152,22 +185,10 @@ def initialise(
     """Draw every parameter (see the module docstring); ``condition`` decides the value matrices."""
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
-    for name, p in model.named_parameters():
-        if name == "pos":
-            p.copy_(torch.randn(p.shape, generator=gen))
-        elif name.endswith("bias"):
-            p.zero_()
-        elif p.ndim == 1:  # RMSNorm gains
-            p.fill_(1.0)
-        elif name.endswith("attn.v.weight"):
-            continue
-        else:
-            p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[1]))
+    _draw_weights(model, gen)
     width = model.pos.shape[1]
     z = value_matrices(model.depth, width, value_gen)
-    for layer, block in enumerate(model.blocks):
-        assert isinstance(block, Block)
-        v: Tensor = block.attn.v.weight
+    for layer, v in enumerate(_value_weights(model)):
         if condition == "standard":
             v.copy_(z[layer])
         elif condition == "value-scaled":
@@ -178,3 +199,30 @@ def initialise(
             v.copy_(torch.eye(width))
         else:  # value-shared
             v.copy_(z[0])
+
+
+@torch.no_grad()
+def set_values(model: TransformerClassifier, z: Tensor, vbar: float, sigma: float) -> None:
+    """``V_l = vbar I / sqrt(L) + sigma z[l]`` for every layer (``z``: ``(L, d, d)``, :func:`value_matrices`).
+
+    With the residual factor ``1/sqrt(L)`` this is model A's layer ``h Vbar + sigma sqrt(h) Z`` at
+    horizon 1 with ``Vbar = vbar I`` (module docstring).
+    """
+    depth = model.depth
+    width = model.pos.shape[1]
+    if z.shape != (depth, width, width):
+        raise ValueError(f"z must have shape {(depth, width, width)}, got {tuple(z.shape)}")
+    eye = torch.eye(width, dtype=z.dtype) * (vbar / math.sqrt(depth))
+    for layer, v in enumerate(_value_weights(model)):
+        v.copy_(eye + sigma * z[layer])
+
+
+@torch.no_grad()
+def initialise_values(
+    model: TransformerClassifier, gen: torch.Generator, value_gen: torch.Generator, vbar: float, sigma: float
+) -> None:
+    """Every parameter from ``gen`` as :func:`initialise`, the value matrices by :func:`set_values`
+    from ``Z_l / sqrt(d)`` drawn from ``value_gen`` (so models that share the seeds differ only in
+    ``(vbar, sigma)``)."""
+    _draw_weights(model, gen)
+    set_values(model, value_matrices(model.depth, model.pos.shape[1], value_gen), vbar, sigma)
