@@ -12,4 +12,4 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "warning: chromium not found (apt-get install chromium); the browser test will fail" >&2
   fi
 fi
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=30 "$@"

@@ -335,6 +335,33 @@ def test_init_checks_fail_on_a_defect(monkeypatch, small_as_is, defect, caught_b
     assert any(caught_by in n for n in failed(v)), failed(v)
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_interrupted_map_unit_resumes_with_the_same_curves(tmp_path):
+    from tokensde.runtime.store import FileCheckpoint
+
+    exp, cfg = AccuracyMap(), AccuracyMapConfig(**SMALL)
+    unit = next(u for u in exp.plan(cfg) if u["vbar"] == "identity" and u["sigma"] == 1.0)
+    whole = exp.run_unit(cfg, unit, "cpu")
+    assert len(whole[0]["curve_accuracy"]) == cfg.epochs
+    ck, done = FileCheckpoint(tmp_path / "u.npz"), [0.0]
+
+    def stop_in_epoch_three(x: float) -> None:  # progress counts epochs x depth
+        done[0] += x
+        if done[0] >= 2.5 * unit["depth"]:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        exp.run_unit(cfg, unit, "cpu", stop_in_epoch_three, checkpoint=ck)
+    saved = ck.load()
+    assert saved is not None and int(saved["epoch"]) == 2 and len(saved["curve_accuracy"]) == 2
+    resumed_from: list[float] = []
+    assert exp.run_unit(cfg, unit, "cpu", resumed_from.append, checkpoint=ck) == whole
+    assert resumed_from[0] == 2.0 * unit["depth"]
+
+
 def test_quick_run_writes_the_map(quick_run):
     out, verdict = quick_run("accuracy-map")
     assert verdict["verdict"] == "PASS", [c["name"] for c in verdict["checks"] if not c["passed"]]

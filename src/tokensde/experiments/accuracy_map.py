@@ -517,10 +517,10 @@ class AccuracyMap(Experiment):
     Config = AccuracyMapConfig
     checkpoints = True
     quick = {
-        "depths": [4],
+        "depths": [8],
         "sigmas": [0.0, 1.0],
         "seeds": 8,
-        "epochs": 6,
+        "epochs": 5,
         "tokens_per_side": 2,
         "pointer_tokens": 6,
         "permute_tokens": 6,
