@@ -235,6 +235,8 @@ def test_interrupt_and_resume_sigint_sigterm(tmp_path, tmp_path_factory):
     assert manifest["units_resumed"] >= len(first) + 1
 
 
+# two Ray start-ups and a sweep of sleeping units (1-3 min); the local executor's twin runs by default
+@pytest.mark.slow
 def test_interrupted_ray_sweep_resumes_to_the_serial_results(tmp_path, tmp_path_factory):
     """A Ray sweep (private local instance) stopped by SIGINT, resumed under Ray: the serial table, byte for byte."""
     ref = _reference(tmp_path_factory, sleep=0.0)
