@@ -41,8 +41,8 @@ def map_figures(table: pd.DataFrame, summ: pd.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     # the map
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.0 + 1.3 * len(depths) * len(tasks), 0.5 * len(others) + 2.2),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.0 + 1.3 * len(depths) * len(tasks), 0.5 * len(others) + 2.4),
+                             squeeze=False, layout="constrained")  # fmt: skip
     cells = summ[~summ["reference"]]
     vmax = max(1.0, float(np.nanmax(np.abs(cells["diff"]))) * 100 if len(cells) else 1.0)
     for ax, ds in zip(axes[0], tasks, strict=True):
@@ -54,7 +54,8 @@ def map_figures(table: pd.DataFrame, summ: pd.DataFrame) -> dict[str, Any]:
                     rr = r.iloc[0]
                     grid[i, j] = 100 * rr["diff"]
                     hw = "" if np.isnan(rr["half_width"]) else f"\n±{100 * rr['half_width']:.1f}"
-                    ax.text(j, i, f"{100 * rr['diff']:+.1f}{hw}", ha="center", va="center", fontsize=7)
+                    ink = "white" if abs(100 * rr["diff"]) > 0.6 * vmax else "black"
+                    ax.text(j, i, f"{100 * rr['diff']:+.1f}{hw}", ha="center", va="center", fontsize=7, color=ink)
         im = ax.imshow(grid, cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
         ax.set_xticks(range(len(depths)), [f"L={d}" for d in depths])
         ax.set_yticks(range(len(others)), others if ax is axes[0][0] else [""] * len(others))
