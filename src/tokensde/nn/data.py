@@ -157,15 +157,32 @@ def pointer(
         raise ValueError(f"pointer needs at least 2 tokens, got {n_tokens}")
     if hops < 1:
         raise ValueError(f"pointer needs at least 1 hop, got {hops}")
+    return _synthetic("pointer", "first", _pointer_split, n_tokens, values, hops, n_train, n_test, seed, online)
+
+
+def _synthetic(
+    name: str,
+    readout: str,
+    split: Callable[[int, int, int, int, torch.Generator], tuple[Tensor, Tensor]],
+    n_tokens: int,
+    values: int,
+    hops: int,
+    n_train: int,
+    n_test: int,
+    seed: int,
+    online: bool,
+) -> TokenData:
+    """A task drawn by ``split(n_tokens, values, hops, size, gen)``: train then test from ``seed``; online,
+    epoch ``e``'s training sequences from ``derive_seed(seed, "epoch", e)``."""
     gen = torch.Generator().manual_seed(seed)
-    xtr, ytr = _pointer_split(n_tokens, values, hops, n_train, gen)
-    xte, yte = _pointer_split(n_tokens, values, hops, n_test, gen)
+    xtr, ytr = split(n_tokens, values, hops, n_train, gen)
+    xte, yte = split(n_tokens, values, hops, n_test, gen)
 
     def epoch_data(epoch: int) -> tuple[Tensor, Tensor]:
         g = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
-        return _pointer_split(n_tokens, values, hops, n_train, g)
+        return split(n_tokens, values, hops, n_train, g)
 
-    return TokenData("pointer", xtr, ytr, xte, yte, values, "first", epoch_data if online else None)
+    return TokenData(name, xtr, ytr, xte, yte, values, readout, epoch_data if online else None)
 
 
 def _permute_split(n: int, values: int, hops: int, size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -196,15 +213,7 @@ def permute(
         raise ValueError(f"permute needs at least 2 tokens, got {n_tokens}")
     if hops < 1:
         raise ValueError(f"permute needs at least 1 hop, got {hops}")
-    gen = torch.Generator().manual_seed(seed)
-    xtr, ytr = _permute_split(n_tokens, values, hops, n_train, gen)
-    xte, yte = _permute_split(n_tokens, values, hops, n_test, gen)
-
-    def epoch_data(epoch: int) -> tuple[Tensor, Tensor]:
-        g = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
-        return _permute_split(n_tokens, values, hops, n_train, g)
-
-    return TokenData("permute", xtr, ytr, xte, yte, values, "tokens", epoch_data if online else None)
+    return _synthetic("permute", "tokens", _permute_split, n_tokens, values, hops, n_train, n_test, seed, online)
 
 
 def _tv_arrays(ds: Any, limit: int) -> tuple[np.ndarray, np.ndarray]:
