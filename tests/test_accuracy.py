@@ -344,6 +344,7 @@ def test_quick_run_tables_and_figures(quick_run):
         assert (out / f"{name}.png").exists()
 
 
+@pytest.mark.slow  # a whole training command (10 s); the run command and its printed verdict are tested elsewhere
 def test_cli_run_prints_the_table(tmp_path):
     from typer.testing import CliRunner
 

@@ -525,6 +525,7 @@ class Accuracy(Experiment):
     checkpoints = True
     quick = {
         "seeds": 2,
+        "depth": 8,
         "width": 32,
         "epochs": 6,
         "pointer_hops": 1,
