@@ -72,6 +72,7 @@ import pandas as pd
 import torch
 from pydantic import Field, field_validator, model_validator
 from scipy import stats as sstats
+from torch import Tensor
 
 from ..metrics import EPS
 from ..nn import data as nndata
@@ -93,7 +94,19 @@ from ..stats import bonferroni_z
 from .base import Checkpoint, Experiment, ExperimentConfig, Progress
 from .verdict import Check, at_least, at_most, check, monotone, verdict
 
-__all__ = ["Accuracy", "AccuracyConfig", "TrainConfig", "fit", "load_data", "t_interval", "train_memory"]
+__all__ = [
+    "Accuracy",
+    "AccuracyConfig",
+    "TrainConfig",
+    "chance_checks",
+    "classifier",
+    "depth_table",
+    "fit",
+    "load_data",
+    "t_interval",
+    "tokens_through_depth",
+    "train_memory",
+]
 
 Condition = Literal["standard", "value-scaled", "value-zero", "value-identity", "value-shared"]
 
@@ -213,22 +226,42 @@ def load_data(cfg: TrainConfig, name: str) -> nndata.TokenData:
     )
 
 
-def build(cfg: AccuracyConfig, data: nndata.TokenData, condition: str, k: int) -> TransformerClassifier:
-    """The classifier of run ``(data, condition, k)`` at initialisation (CPU, float32)."""
-    model = TransformerClassifier(
+def classifier(cfg: TrainConfig, data: nndata.TokenData, depth: int) -> TransformerClassifier:
+    """An (uninitialised) classifier for ``data`` of the config's width, heads and MLP ratio, ``depth`` blocks."""
+    return TransformerClassifier(
         data.n_tokens,
         data.n_features,
         data.n_classes,
         width=cfg.width,
-        depth=cfg.depth,
+        depth=depth,
         heads=cfg.heads,
         mlp_ratio=cfg.mlp_ratio,
         readout=data.readout,
     )
+
+
+def build(cfg: AccuracyConfig, data: nndata.TokenData, condition: str, k: int) -> TransformerClassifier:
+    """The classifier of run ``(data, condition, k)`` at initialisation (CPU, float32)."""
+    model = classifier(cfg, data, cfg.depth)
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, data.name, k, "init"))
     value_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, data.name, k, "values"))
     initialise(model, condition, gen, value_gen, cfg.value_scale)
     return model
+
+
+def tokens_through_depth(model: TransformerClassifier, x: Tensor, title: str) -> dict[str, Any]:
+    """The viewer's trajectory of the first example of ``x`` through ``model`` (at initialisation): the token
+    directions ``h^l_i / |h^l_i|``, ``l = 0..L``, on the model's device."""
+    model.eval()
+    with torch.no_grad():
+        _, states = model(x[:1].to(next(model.parameters()).device), hidden=True)
+    directions = torch.stack([normalize(h[0].double()) for h in states])
+    return {
+        "x": directions.cpu().numpy(),
+        "times": np.arange(len(states), dtype=float),
+        "title": title,
+        "time_label": "layer",
+    }
 
 
 def _settings(cfg: TrainConfig) -> TrainSettings:
@@ -309,6 +342,54 @@ def _complete(cfg: AccuracyConfig, table: pd.DataFrame) -> Check:
     )
 
 
+def chance_checks(name: str, runs: pd.DataFrame, level: float, m: int, family: str) -> list[Check]:
+    """The runs' mean test accuracy beats chance, at ``level`` family-wise over ``m`` ``family`` (Bonferroni):
+    by the lower end of its Student-t interval over seeds (two or more seeds), and by more than the test set's
+    binomial noise; ``chance`` is the larger of ``1 / classes`` and the test labels' majority frequency
+    (:func:`_learning_checks` says why both)."""
+    acc = runs["test_accuracy"].to_numpy(dtype=float)
+    s = len(acc)
+    chance = float(runs["chance"].iloc[0])
+    if "majority" in runs.columns:
+        chance = max(chance, float(runs["majority"].max()))
+    n_test = int(runs["n_test"].min())
+    fw = 1.0 - (1.0 - level) / m  # each member's two-sided level
+    out: list[Check] = []
+    if s >= 2:
+        mean, low, high = t_interval(acc, fw)
+        c = at_least(
+            f"{name}: the mean test accuracy over seeds beats chance (t-interval)",
+            low,
+            chance,
+            "lower end of the t-interval",
+            f"two-sided Student t ({s - 1} df) at level {fw:g}: {level:g} family-wise over {m} {family};"
+            " the limit is chance",
+        )
+        out.append(
+            check(
+                c.name,
+                c.passed,
+                c.detail + f"; mean {mean:.4f} [{low:.4f}, {high:.4f}] over {s} seeds",
+                {**c.values, "mean": mean, "high": high, "seeds": s},
+                c.tolerance,
+                c.source,
+            )
+        )
+    z = bonferroni_z(level, m)
+    limit = chance + z * math.sqrt(chance * (1.0 - chance) / n_test)
+    out.append(
+        at_least(
+            f"{name}: the mean test accuracy beats chance beyond the test set's binomial noise",
+            float(acc.mean()),
+            limit,
+            f"mean test accuracy of {s} runs",
+            f"chance {chance:.4f} + {z:.2f} sqrt(chance (1 - chance) / {n_test}), level {level:g}"
+            f" family-wise over {m} {family}",
+        )
+    )
+    return out
+
+
 def _learning_checks(cfg: AccuracyConfig, ds: str, ref: str, runs: pd.DataFrame) -> list[Check]:
     r"""Training works on ``ds``: the reference condition's runs beat chance and their training loss decreases.
 
@@ -335,46 +416,9 @@ def _learning_checks(cfg: AccuracyConfig, ds: str, ref: str, runs: pd.DataFrame)
     name = f"{ds}, {ref}"
     if runs.empty:
         return [check(f"{name}: training works", False, f"no {ref} runs on {ds}")]
-    acc = runs["test_accuracy"].to_numpy(dtype=float)
-    s = len(acc)
-    chance = float(runs["chance"].iloc[0])
-    if "majority" in runs.columns:
-        chance = max(chance, float(runs["majority"].max()))
-    n_test = int(runs["n_test"].min())
+    s = len(runs)
     fw = 1.0 - (1.0 - cfg.level) / m  # each data set's two-sided level
-    out: list[Check] = []
-    if s >= 2:
-        mean, low, high = t_interval(acc, fw)
-        c = at_least(
-            f"{name}: the mean test accuracy over seeds beats chance (t-interval)",
-            low,
-            chance,
-            "lower end of the t-interval",
-            f"two-sided Student t ({s - 1} df) at level {fw:g}: {cfg.level:g} family-wise over {m} data sets;"
-            " the limit is chance",
-        )
-        out.append(
-            check(
-                c.name,
-                c.passed,
-                c.detail + f"; mean {mean:.4f} [{low:.4f}, {high:.4f}] over {s} seeds",
-                {**c.values, "mean": mean, "high": high, "seeds": s},
-                c.tolerance,
-                c.source,
-            )
-        )
-    z = bonferroni_z(cfg.level, m)
-    limit = chance + z * math.sqrt(chance * (1.0 - chance) / n_test)
-    out.append(
-        at_least(
-            f"{name}: the mean test accuracy beats chance beyond the test set's binomial noise",
-            float(acc.mean()),
-            limit,
-            f"mean test accuracy of {s} runs",
-            f"chance {chance:.4f} + {z:.2f} sqrt(chance (1 - chance) / {n_test}), level {cfg.level:g}"
-            f" family-wise over {m} data sets",
-        )
-    )
+    out = chance_checks(name, runs, cfg.level, m, "data sets")
     hist = np.array([np.asarray(h, dtype=float) for h in runs["loss_history"]])
     if hist.ndim != 2 or hist.shape[1] < 2:
         out.append(check(f"{name}: the training loss decreases", False, "fewer than two epochs of training loss"))
@@ -599,16 +643,9 @@ class Accuracy(Experiment):
         condition, seed index 0): directions ``h^l_i / |h^l_i|``, ``l = 0..L``."""
         data = load_data(cfg, cfg.datasets[0])
         model = build(cfg, data, cfg.conditions[0], 0).to(device)
-        model.eval()
-        with torch.no_grad():
-            _, states = model(data.x_test[:1].to(device), hidden=True)
-        x = torch.stack([normalize(h[0].double()) for h in states])
-        return {
-            "x": x.cpu().numpy(),
-            "times": np.arange(len(states), dtype=float),
-            "title": f"{data.name}, {cfg.conditions[0]}: tokens through depth at initialisation",
-            "time_label": "layer",
-        }
+        return tokens_through_depth(
+            model, data.x_test, f"{data.name}, {cfg.conditions[0]}: tokens through depth at initialisation"
+        )
 
     def interactive_figures(self, cfg: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
         """The report's interactive (plotly) figures (beside the static ones of :meth:`figures`)."""
@@ -620,20 +657,14 @@ class Accuracy(Experiment):
         return accuracy_figures(table, summary_table(table, cfg.level))
 
 
-def depth_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, condition, seed, stage, layer) with the depth profiles' metrics."""
+def depth_table(table: pd.DataFrame, keys: tuple[str, ...] = ("dataset", "condition", "seed")) -> pd.DataFrame:
+    """One row per run (its ``keys`` columns), stage and layer with the depth profiles' metrics."""
     out: list[dict[str, Any]] = []
     for r in table.to_dict(orient="records"):
         for stage in ("init", "trained"):
-            layers = len(r[f"{stage}_mean_overlap"])
-            for layer in range(layers):
-                rec: dict[str, Any] = {
-                    "dataset": r["dataset"],
-                    "condition": r["condition"],
-                    "seed": r["seed"],
-                    "stage": stage,
-                    "layer": layer,
-                }
+            for layer in range(len(r[f"{stage}_mean_overlap"])):
+                rec: dict[str, Any] = {key: r[key] for key in keys}
+                rec.update({"stage": stage, "layer": layer})
                 rec.update({key: float(r[f"{stage}_{key}"][layer]) for key in PROFILE_KEYS})
                 out.append(rec)
     return pd.DataFrame(out)

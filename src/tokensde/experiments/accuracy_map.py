@@ -56,14 +56,21 @@ from pydantic import Field, field_validator, model_validator
 from scipy import stats as sstats
 
 from ..nn import data as nndata
-from ..nn.train import PROFILE_KEYS
 from ..nn.transformer import TransformerClassifier, initialise_values
 from ..noise import derive_seed
-from ..sphere import normalize
-from ..stats import bonferroni_z
-from .accuracy import TrainConfig, fit, load_data, t_interval, train_memory
+from .accuracy import (
+    TrainConfig,
+    chance_checks,
+    classifier,
+    depth_table,
+    fit,
+    load_data,
+    t_interval,
+    tokens_through_depth,
+    train_memory,
+)
 from .base import Checkpoint, Experiment, Progress, each_in
-from .verdict import Check, at_least, at_most, check, verdict
+from .verdict import Check, at_most, check, verdict
 
 __all__ = ["AccuracyMap", "AccuracyMapConfig", "condition_label", "map_checks", "map_table"]
 
@@ -144,8 +151,12 @@ class AccuracyMapConfig(TrainConfig):
         return self
 
 
+def vbar_label(vbar: str) -> str:
+    return f"Vbar={'I' if vbar == 'identity' else '0'}"
+
+
 def condition_label(vbar: str, sigma: float) -> str:
-    return f"Vbar={'I' if vbar == 'identity' else '0'}, sigma={sigma:g}"
+    return f"{vbar_label(vbar)}, sigma={sigma:g}"
 
 
 def _unit_id(ds: str, depth: int, vbar: str, sigma: float, k: int) -> str:
@@ -160,16 +171,7 @@ def build(
     cfg: AccuracyMapConfig, data: nndata.TokenData, depth: int, vbar: str, sigma: float, k: int
 ) -> TransformerClassifier:
     """The classifier of run ``(data, depth, vbar, sigma, k)`` at initialisation (CPU, float32)."""
-    model = TransformerClassifier(
-        data.n_tokens,
-        data.n_features,
-        data.n_classes,
-        width=cfg.width,
-        depth=depth,
-        heads=cfg.heads,
-        mlp_ratio=cfg.mlp_ratio,
-        readout=data.readout,
-    )
+    model = classifier(cfg, data, depth)
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, data.name, depth, k, "init"))
     value_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, data.name, depth, k, "values"))
     initialise_values(model, gen, value_gen, VBAR[vbar], sigma)
@@ -257,26 +259,6 @@ def curves_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def depth_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, depth, Vbar, sigma, seed, stage, layer) with the depth profiles' metrics."""
-    out: list[dict[str, Any]] = []
-    for r in table.to_dict(orient="records"):
-        for stage in ("init", "trained"):
-            for layer in range(len(r[f"{stage}_mean_overlap"])):
-                rec: dict[str, Any] = {
-                    "dataset": r["dataset"],
-                    "depth": r["depth"],
-                    "vbar": r["vbar"],
-                    "sigma": r["sigma"],
-                    "seed": r["seed"],
-                    "stage": stage,
-                    "layer": layer,
-                }
-                rec.update({key: float(r[f"{stage}_{key}"][layer]) for key in PROFILE_KEYS})
-                out.append(rec)
-    return pd.DataFrame(out)
-
-
 # ---------------------------------------------------------------------------------------------- verdict
 
 #: the stream of ``(Vbar, sigma) = (0, 0)`` must not move: value matrices 0 leave ``h^L = h^0`` exactly
@@ -330,7 +312,7 @@ def _grows_with_sigma(cfg: AccuracyMapConfig, name: str, vbar: str, g: pd.DataFr
     all at ``level``. Pooled over the depths: model A's layers resolve the same horizon at every ``L``,
     so the noise's effect is one quantity (its value per depth is in the detail).
     """
-    label = f"{name}, Vbar={'I' if vbar == 'identity' else '0'}"
+    label = f"{name}, {vbar_label(vbar)}"
     what = (
         f"{label}: the overlap the tokens gain through depth at initialisation grows with sigma "
         "(model A: the common noise clusters them)"
@@ -380,8 +362,6 @@ def map_checks(cfg: AccuracyMapConfig, table: pd.DataFrame) -> list[Check]:
     groups = [(ds, depth) for ds in cfg.datasets for depth in cfg.depths]
     m = len(groups)
     fw = 1.0 - (1.0 - cfg.level) / m  # each (task, depth)'s level, family-wise over them
-    z = bonferroni_z(cfg.level, m)
-    one_sided_t = (lambda s: float(sstats.t.ppf(fw, s - 1))) if cfg.seeds >= 2 else None
     q3, q4 = _quarters(cfg.epochs)
     for ds, depth in groups:
         name = f"{ds}, L={depth}"
@@ -390,40 +370,17 @@ def map_checks(cfg: AccuracyMapConfig, table: pd.DataFrame) -> list[Check]:
         if ref.empty:
             checks.append(check(f"{name}: the standard initialisation was trained", False, "no reference runs"))
             continue
-        acc = ref["test_accuracy"].to_numpy(dtype=float)
-        s = len(acc)
-        chance = max(float(ref["chance"].iloc[0]), float(ref["majority"].max()))
-        n_test = int(ref["n_test"].min())
+        s = len(ref)
         # (1) training works: beyond chance over seeds and beyond the test set's binomial noise
-        if s >= 2:
-            mean, low, _ = t_interval(acc, fw)
-            checks.append(
-                at_least(
-                    f"{name}: the standard initialisation's mean test accuracy beats chance (t-interval)",
-                    low,
-                    chance,
-                    f"lower end of the t-interval of the mean ({mean:.4f}, {s} seeds)",
-                    f"two-sided Student t ({s - 1} df) at {fw:g}: {cfg.level:g} family-wise over {m} (task, depth)",
-                )
-            )
-        checks.append(
-            at_least(
-                f"{name}: the standard initialisation's mean test accuracy beats chance beyond the binomial noise",
-                float(acc.mean()),
-                chance + z * math.sqrt(chance * (1.0 - chance) / n_test),
-                f"mean test accuracy of {s} runs",
-                f"chance {chance:.4f} + {z:.2f} sqrt(chance (1 - chance) / {n_test} test examples), level "
-                f"{cfg.level:g} family-wise over {m}",
-            )
-        )
+        checks += chance_checks(f"{name}, standard init", ref, cfg.level, m, "(task, depth)")
         # (2) converged: the learning curve's last quarter gains less than `plateau` over the third
         curves = np.array([np.asarray(c, dtype=float) for c in ref["curve_accuracy"]])
         if curves.ndim != 2 or curves.shape[1] != cfg.epochs:
             checks.append(check(f"{name}: training converged", False, "learning curves missing or of wrong length"))
         else:
             gain = curves[:, q4].mean(axis=1) - curves[:, q3].mean(axis=1)
-            if one_sided_t is not None and s >= 2:
-                upper = float(gain.mean() + one_sided_t(s) * gain.std(ddof=1) / math.sqrt(s))
+            if s >= 2:
+                upper = float(gain.mean() + sstats.t.ppf(fw, s - 1) * gain.std(ddof=1) / math.sqrt(s))
                 what = f"upper one-sided t bound ({s - 1} df, level {fw:g}) of the mean gain {gain.mean():+.4f}"
             else:
                 upper, what = float(gain.mean()), "the gain (one seed)"
@@ -579,7 +536,7 @@ class AccuracyMap(Experiment):
         return {
             "map": map_table(table, cfg.level, cfg.precision),
             "curves": curves_table(table),
-            "depth": depth_table(table),
+            "depth": depth_table(table, ("dataset", "depth", "vbar", "sigma", "seed")),
         }
 
     def verdict(self, cfg: AccuracyMapConfig, table: pd.DataFrame) -> dict[str, Any]:
@@ -594,16 +551,7 @@ class AccuracyMap(Experiment):
         data = load_data(cfg, cfg.datasets[0])
         depth = max(cfg.depths)
         model = build(cfg, data, depth, *REFERENCE, 0).to(device)
-        model.eval()
-        with torch.no_grad():
-            _, states = model(data.x_test[:1].to(device), hidden=True)
-        x = torch.stack([normalize(h[0].double()) for h in states])
-        return {
-            "x": x.cpu().numpy(),
-            "times": np.arange(len(states), dtype=float),
-            "title": f"{data.name}, L={depth}, standard init: tokens through depth",
-            "time_label": "layer",
-        }
+        return tokens_through_depth(model, data.x_test, f"{data.name}, L={depth}, standard init: tokens through depth")
 
     def figures(self, cfg: AccuracyMapConfig, table: pd.DataFrame) -> dict[str, Any]:
         from .accuracy_map_figures import map_figures
